@@ -1,0 +1,33 @@
+"""rnn_jax: Keras-exact recurrent layers in Flax NNX, run with `jax.lax.scan`.
+
+    import rnn_jax
+    from flax import nnx
+
+    model = rnn_jax.Sequential([
+        rnn_jax.Embedding(10, 4, rngs=nnx.Rngs(0)),
+        rnn_jax.SimpleRNN(1, activation="linear", rngs=nnx.Rngs(1)),
+        rnn_jax.Activation("sigmoid"),
+    ])
+    probs = model(ids_BxT)
+
+`from_keras(keras_object)` and `to_keras(module)` move trained weights
+between Keras 3 and these modules with identical predictions.
+"""
+
+from rnn_jax import activations, initializers
+from rnn_jax.base import Layer
+from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNNCell,
+                           StackedRNNCells)
+from rnn_jax.core import Activation, Dense, Embedding, Masking
+from rnn_jax.keras_interop import from_keras, to_keras
+from rnn_jax.models import Sequential
+from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN, scan_cell
+
+__all__ = [
+    "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
+    "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
+    "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "from_keras",
+    "initializers", "scan_cell", "to_keras",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,318 @@
+"""Moving trained weights between Keras 3 and `rnn_jax`, both ways.
+
+`from_keras(obj)` takes a built Keras layer, cell, `Sequential` or
+functional `Model` that is a chain of supported layers and returns the
+`rnn_jax` module with the same configuration and weights; `to_keras(module)`
+does the inverse. Weight arrays are copied as they are: both sides use
+Keras' layout (`kernel`, `recurrent_kernel`, `bias`; LSTM gates `i, f, c, o`,
+GRU `z, r, h`). Keras is imported only when these functions are called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from rnn_jax import activations
+from rnn_jax.base import Layer
+from rnn_jax.cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, StackedRNNCells
+from rnn_jax.core import Activation, Dense, Embedding, Masking
+from rnn_jax.models import Sequential
+from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
+
+SUPPORTED = (
+    "SimpleRNN, GRU, LSTM, RNN (with SimpleRNNCell, GRUCell, LSTMCell, StackedRNNCells or a "
+    "list of cells), Bidirectional, Embedding, Dense, Activation, Masking, InputLayer, and "
+    "Sequential or functional models that chain these"
+)
+
+
+class UnsupportedKerasObject(ValueError):
+    """A Keras layer, cell or topology that `from_keras` cannot convert."""
+
+
+def _keras():
+    try:
+        import keras
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Keras interop needs Keras 3: pip install 'rnn_jax[test]' (or keras and tensorflow)"
+        ) from e
+    return keras
+
+
+def _unsupported(obj, why=""):
+    return UnsupportedKerasObject(
+        f"cannot convert Keras {type(obj).__name__}{' (' + why + ')' if why else ''}; "
+        f"supported: {SUPPORTED}"
+    )
+
+
+def _act_name(fn, owner) -> str:
+    keras = _keras()
+    name = keras.activations.serialize(fn)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    if not isinstance(name, str) or name not in activations.NAMES:
+        raise _unsupported(owner, f"activation {name!r}")
+    return name
+
+
+def _dtype(layer) -> str:
+    return str(np.dtype(layer.dtype)) if layer.dtype else "float32"
+
+
+# -- Keras -> rnn_jax ------------------------------------------------------------
+
+
+def _cell_kwargs(kc) -> dict[str, Any]:
+    """Constructor arguments of the `rnn_jax` cell matching Keras cell `kc`."""
+    keras = _keras()
+    kw: dict[str, Any] = dict(
+        units=kc.units, use_bias=kc.use_bias, dropout=kc.dropout,
+        recurrent_dropout=kc.recurrent_dropout, activation=_act_name(kc.activation, kc),
+        dtype=_dtype(kc), rngs=nnx.Rngs(0))
+    if type(kc) in (keras.layers.GRUCell, keras.layers.LSTMCell):
+        kw["recurrent_activation"] = _act_name(kc.recurrent_activation, kc)
+    if type(kc) is keras.layers.GRUCell:
+        kw["reset_after"] = kc.reset_after
+    if type(kc) is keras.layers.LSTMCell:
+        kw["unit_forget_bias"] = kc.unit_forget_bias
+    return kw
+
+
+def _cell_from_keras(kc):
+    keras = _keras()
+    kind = type(kc)
+    if kind is keras.layers.StackedRNNCells:
+        return StackedRNNCells([_cell_from_keras(c) for c in kc.cells])
+    classes = {keras.layers.SimpleRNNCell: SimpleRNNCell, keras.layers.GRUCell: GRUCell,
+               keras.layers.LSTMCell: LSTMCell}
+    if kind not in classes:
+        raise _unsupported(kc, "cell type")
+    if not kc.built:
+        raise _unsupported(kc, "not built: call it once so it has weights")
+    cell = classes[kind](**_cell_kwargs(kc))
+    weights = kc.get_weights()
+    cell.build((None, weights[0].shape[0]))
+    cell.set_weights(weights)
+    return cell
+
+
+def _rnn_from_keras(kl):
+    keras = _keras()
+    flags = dict(return_sequences=kl.return_sequences, return_state=kl.return_state,
+                 go_backwards=kl.go_backwards, stateful=kl.stateful, unroll=kl.unroll,
+                 zero_output_for_mask=kl.zero_output_for_mask, name=kl.name)
+    kind = type(kl)
+    wrappers = {keras.layers.SimpleRNN: SimpleRNN, keras.layers.GRU: GRU,
+                keras.layers.LSTM: LSTM}
+    if not kl.built:
+        raise _unsupported(kl, "not built: call it once so it has weights")
+    if kind in wrappers:
+        layer = wrappers[kind](**_cell_kwargs(kl.cell), **flags)
+        weights = kl.get_weights()
+        layer.build((None, None, weights[0].shape[0]))
+        layer.set_weights(weights)
+    elif kind is keras.layers.RNN:
+        layer = RNN(_cell_from_keras(kl.cell), **flags)
+    else:
+        raise _unsupported(kl)
+    cell = layer.cell
+    if kl.stateful and kl.states is not None:
+        import jax
+
+        values = [np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                  for v in jax.tree.leaves(kl.states)]
+        batch = values[0].shape[0]
+        template = cell.get_initial_state(batch)
+        leaves, treedef = jax.tree.flatten(template)
+        layer.states = RNNState(jax.tree.unflatten(
+            treedef, [np.asarray(v, cell.dtype) for v in values[:len(leaves)]]))
+    return layer
+
+
+def _layer_from_keras(kl):
+    keras = _keras()
+    kind = type(kl)
+    L = keras.layers
+    if kind in (L.SimpleRNN, L.GRU, L.LSTM, L.RNN):
+        return _rnn_from_keras(kl)
+    if kind is L.Bidirectional:
+        return Bidirectional(_rnn_from_keras(kl.forward_layer), merge_mode=kl.merge_mode,
+                             backward_layer=_rnn_from_keras(kl.backward_layer), name=kl.name)
+    if kind is L.Embedding:
+        layer = Embedding(kl.input_dim, kl.output_dim, mask_zero=kl.mask_zero,
+                          dtype=_dtype(kl), rngs=nnx.Rngs(0), name=kl.name)
+        layer.set_weights(kl.get_weights())
+        return layer
+    if kind is L.Dense:
+        w = kl.get_weights()
+        layer = Dense(kl.units, activation=_act_name(kl.activation, kl), use_bias=kl.use_bias,
+                      input_shape=(w[0].shape[0],), dtype=_dtype(kl), rngs=nnx.Rngs(0),
+                      name=kl.name)
+        layer.set_weights(w)
+        return layer
+    if kind is L.Activation:
+        return Activation(_act_name(kl.activation, kl), dtype=_dtype(kl), name=kl.name)
+    if kind is L.Masking:
+        return Masking(kl.mask_value, dtype=_dtype(kl), name=kl.name)
+    if kind in (L.SimpleRNNCell, L.GRUCell, L.LSTMCell, L.StackedRNNCells):
+        return _cell_from_keras(kl)
+    raise _unsupported(kl)
+
+
+def _chain_layers(model):
+    """The layers of a functional model, first to last, if it is a chain."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise _unsupported(model, "only single-input, single-output chains")
+    keras = _keras()
+    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    prev = model.inputs[0]
+    for layer in layers:
+        nodes = getattr(layer, "_inbound_nodes", [])
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 \
+                or nodes[0].input_tensors[0] is not prev:
+            raise _unsupported(model, f"layer {layer.name!r} is not fed by the layer before it")
+        prev = layer.output
+    if prev is not model.outputs[0]:
+        raise _unsupported(model, "the last layer is not the model's output")
+    return layers
+
+
+def from_keras(obj) -> Layer:
+    """Returns the `rnn_jax` module equivalent to a built Keras object.
+
+    Args:
+      obj: a Keras 3 layer or cell listed in `SUPPORTED`, a `keras.Sequential`,
+        or a functional `keras.Model` whose layers form a single chain.
+
+    Returns:
+      The module, holding copies of the Keras weights; calling it as the
+      Keras object is called gives the same outputs.
+
+    Raises:
+      UnsupportedKerasObject: for any other layer or topology (named).
+    """
+    keras = _keras()
+    if isinstance(obj, keras.Sequential):
+        layers = [l for l in obj.layers if not isinstance(l, keras.layers.InputLayer)]
+        return Sequential([_layer_from_keras(l) for l in layers], name=obj.name)
+    if isinstance(obj, keras.Model):
+        if type(obj) is not keras.Model and not getattr(obj, "_is_graph_network", True):
+            raise _unsupported(obj, "subclassed models")
+        if not hasattr(obj, "inputs") or obj.inputs is None:
+            raise _unsupported(obj, "subclassed models")
+        return Sequential([_layer_from_keras(l) for l in _chain_layers(obj)], name=obj.name)
+    if isinstance(obj, keras.layers.Layer):
+        return _layer_from_keras(obj)
+    raise UnsupportedKerasObject(f"from_keras expects a Keras layer or model, got {type(obj).__name__}")
+
+
+# -- rnn_jax -> Keras ------------------------------------------------------------
+
+
+def _keras_cell(cell):
+    keras = _keras()
+    if isinstance(cell, StackedRNNCells):
+        return keras.layers.StackedRNNCells([_keras_cell(c) for c in cell.cells])
+    cls = {SimpleRNNCell: keras.layers.SimpleRNNCell, GRUCell: keras.layers.GRUCell,
+           LSTMCell: keras.layers.LSTMCell}[type(cell)]
+    return cls(**cell.get_config(), dtype=str(cell.dtype))
+
+
+def _keras_layer(layer):
+    keras = _keras()
+    L = keras.layers
+    if isinstance(layer, (SimpleRNN, GRU, LSTM)):
+        cls = {SimpleRNN: L.SimpleRNN, GRU: L.GRU, LSTM: L.LSTM}[type(layer)]
+        return cls(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if isinstance(layer, RNN):
+        return L.RNN(_keras_cell(layer.cell), **layer.get_config(), dtype=str(layer.dtype),
+                     name=layer.name)
+    if isinstance(layer, Bidirectional):
+        return L.Bidirectional(_keras_layer(layer.forward_layer), merge_mode=layer.merge_mode,
+                               backward_layer=_keras_layer(layer.backward_layer),
+                               name=layer.name)
+    if isinstance(layer, Embedding):
+        return L.Embedding(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if isinstance(layer, Dense):
+        return L.Dense(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if isinstance(layer, Activation):
+        return L.Activation(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if isinstance(layer, Masking):
+        return L.Masking(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    raise ValueError(f"to_keras: unsupported module {type(layer).__name__}")
+
+
+def _stateful_batch(module):
+    layers = module.layers if isinstance(module, Sequential) else [module]
+    for layer in layers:
+        sub = [layer.forward_layer, layer.backward_layer] if isinstance(layer, Bidirectional) else [layer]
+        for s in sub:
+            if isinstance(s, RNN) and s.stateful:
+                if s.states is None:
+                    raise ValueError("to_keras: call the stateful layer once so its batch size is known")
+                import jax
+                return jax.tree.leaves(s.states.get_value())[0].shape[0]
+    return None
+
+
+def _input_spec(module):
+    """Keras input shape (without batch) and dtype for the module's inputs."""
+    layers = list(module.layers) if isinstance(module, Sequential) else [module]
+    first = layers[0]
+    if isinstance(first, Embedding):
+        return (None,), "int32"
+    for layer in layers:
+        if isinstance(layer, (RNN, Bidirectional, RNNCellBase, StackedRNNCells)):
+            return (None, layer.input_dim), str(first.dtype)
+        if isinstance(layer, Dense):
+            return (layer.input_dim,), str(first.dtype)
+    raise ValueError("to_keras: cannot tell the input shape (no layer with weights)")
+
+
+def _copy_states(keras_layer, layer):
+    import jax
+    keras_layers = [keras_layer]
+    ours = [layer]
+    if isinstance(layer, Bidirectional):
+        keras_layers = [keras_layer.forward_layer, keras_layer.backward_layer]
+        ours = [layer.forward_layer, layer.backward_layer]
+    for kl, ol in zip(keras_layers, ours):
+        if isinstance(ol, RNN) and ol.stateful and ol.states is not None:
+            for kv, v in zip(kl.states, jax.tree.leaves(ol.states.get_value())):
+                kv.assign(np.asarray(v))
+
+
+def to_keras(module: Layer):
+    """Returns a built Keras 3 object with `module`'s configuration and weights.
+
+    `Sequential` becomes a `keras.Sequential` starting with a `keras.Input`;
+    a single layer becomes the Keras layer, built for the module's input size.
+    The module must be built (called once, or built with `input_shape`).
+    """
+    keras = _keras()
+    if not module.built:
+        raise ValueError("to_keras: the module has no weights yet; call it once or build it")
+    shape, dtype = _input_spec(module)
+    batch = _stateful_batch(module)
+    if isinstance(module, Sequential):
+        kin = keras.Input(batch_shape=(batch, *shape), dtype=dtype)
+        kmodel = keras.Sequential([kin] + [_keras_layer(l) for l in module.layers], name=module.name)
+        for kl, layer in zip(kmodel.layers, module.layers):
+            kl.set_weights(layer.get_weights())
+            _copy_states(kl, layer)
+        return kmodel
+    if isinstance(module, (RNNCellBase, StackedRNNCells)):
+        kcell = _keras_cell(module)
+        kcell.build((None, module.input_dim))
+        kcell.set_weights(module.get_weights())
+        return kcell
+    klayer = _keras_layer(module)
+    klayer.build((batch, *shape))
+    klayer.set_weights(module.get_weights())
+    _copy_states(klayer, module)
+    return klayer
