@@ -87,7 +87,7 @@ class Layer(nnx.Module):
 
     def get_weights(self) -> list[np.ndarray]:
         """The weights as numpy arrays, in the order Keras' `get_weights()` uses."""
-        return [np.asarray(w.value) for w in self.weights]
+        return [np.asarray(w[...]) for w in self.weights]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Sets the weights from arrays in Keras' order; shapes must match exactly."""
@@ -99,19 +99,19 @@ class Layer(nnx.Module):
             )
         for label, var, value in zip(self._weight_labels(), own, weights):
             value = np.asarray(value)
-            if value.shape != var.value.shape:
+            if value.shape != var[...].shape:
                 raise ValueError(
                     f"{type(self).__name__}: weight {label!r} has shape "
-                    f"{var.value.shape}, got an array of shape {value.shape}"
+                    f"{var[...].shape}, got an array of shape {value.shape}"
                 )
-            var.value = jnp.asarray(value, self.dtype)
+            var.set_value(jnp.asarray(value, self.dtype))
 
     def _weight_labels(self) -> list[str]:
         return [n for n in self.weight_names if getattr(self, n, None) is not None]
 
     def count_params(self) -> int:
         """Number of scalar weights (Keras' `count_params`)."""
-        return int(sum(np.prod(w.value.shape) for w in self.weights))
+        return int(sum(np.prod(w[...].shape) for w in self.weights))
 
 
 def is_traced(x) -> bool:

@@ -125,7 +125,7 @@ def _rnn_from_keras(kl):
         import jax
 
         values = [np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-                  for v in jax.tree.leaves(kl.states)]
+                  for v in keras.tree.flatten(kl.states)]  # Keras' ListWrapper is no JAX pytree
         batch = values[0].shape[0]
         template = cell.get_initial_state(batch)
         leaves, treedef = jax.tree.flatten(template)
@@ -173,8 +173,12 @@ def _chain_layers(model):
     prev = model.inputs[0]
     for layer in layers:
         nodes = getattr(layer, "_inbound_nodes", [])
-        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 \
-                or nodes[0].input_tensors[0] is not prev:
+        # Keras records the mask it hands on (prev._keras_mask) as a second input
+        # tensor of the node; that is the chain's own mask, which Sequential passes too.
+        tensors = list(nodes[0].input_tensors) if len(nodes) == 1 else []
+        own_mask = getattr(prev, "_keras_mask", None)
+        if not tensors or tensors[0] is not prev \
+                or any(t is not own_mask for t in tensors[1:]):
             raise _unsupported(model, f"layer {layer.name!r} is not fed by the layer before it")
         prev = layer.output
     if prev is not model.outputs[0]:
@@ -217,7 +221,8 @@ def from_keras(obj) -> Layer:
 def _keras_cell(cell):
     keras = _keras()
     if isinstance(cell, StackedRNNCells):
-        return keras.layers.StackedRNNCells([_keras_cell(c) for c in cell.cells])
+        return keras.layers.StackedRNNCells([_keras_cell(c) for c in cell.cells],
+                                            dtype=str(cell.dtype))  # else float32 states
     cls = {SimpleRNNCell: keras.layers.SimpleRNNCell, GRUCell: keras.layers.GRUCell,
            LSTMCell: keras.layers.LSTMCell}[type(cell)]
     return cls(**cell.get_config(), dtype=str(cell.dtype))
@@ -235,7 +240,7 @@ def _keras_layer(layer):
     if isinstance(layer, Bidirectional):
         return L.Bidirectional(_keras_layer(layer.forward_layer), merge_mode=layer.merge_mode,
                                backward_layer=_keras_layer(layer.backward_layer),
-                               name=layer.name)
+                               dtype=str(layer.dtype), name=layer.name)
     if isinstance(layer, Embedding):
         return L.Embedding(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
     if isinstance(layer, Dense):
@@ -283,7 +288,8 @@ def _copy_states(keras_layer, layer):
         ours = [layer.forward_layer, layer.backward_layer]
     for kl, ol in zip(keras_layers, ours):
         if isinstance(ol, RNN) and ol.stateful and ol.states is not None:
-            for kv, v in zip(kl.states, jax.tree.leaves(ol.states.get_value())):
+            for kv, v in zip(_keras().tree.flatten(kl.states),
+                             jax.tree.leaves(ol.states.get_value()), strict=True):
                 kv.assign(np.asarray(v))
 
 

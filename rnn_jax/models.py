@@ -65,8 +65,7 @@ class Sequential(Layer):
 
     @property
     def weights(self):
-        return [w for layer in self.layers if layer.built or not isinstance(layer, Layer)
-                for w in layer.weights]
+        return [w for layer in self.layers for w in layer.weights]
 
     def _weight_labels(self):
         return [f"layers[{i}].{n}" for i, layer in enumerate(self.layers)
@@ -91,6 +90,8 @@ class Sequential(Layer):
                     mask = None
             else:
                 x = layer(x, mask=mask, training=training, key=k)
+        if not self.built:  # the layers built themselves on this first call
+            self.built = all(layer.built for layer in self.layers)
         return x
 
     def get_weights(self):

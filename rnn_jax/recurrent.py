@@ -19,6 +19,7 @@ sets.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -91,7 +92,7 @@ class RNN(Layer):
             raise ValueError(f"RNN: unroll must be a bool or a positive int, got {unroll!r}")
         self.unroll = unroll
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        self.states = None
+        self.states = nnx.data(None)  # a data attribute: later set to an RNNState
         self.built = cell.built
 
     # -- Keras-style description ---------------------------------------------
@@ -181,10 +182,10 @@ class RNN(Layer):
         else:
             states = self.cell.get_initial_state(batch)
 
-        params = self.cell.params()
         masks = self.cell.dropout_masks(key, batch, training)
-        final_states, last_output, outputs = scan_cell(
-            self.cell, params, x, states, masks, mask=mask,
+        graphdef, cell_state = nnx.split(self.cell)
+        final_states, last_output, outputs = _compiled_scan(
+            graphdef, cell_state, x, states, masks, mask,
             go_backwards=self.go_backwards, unroll=self.unroll,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences)
@@ -234,6 +235,19 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         body, (states, zeros_BxU), (z_TxB, mask_TxBx1), unroll=unroll_arg)
     outputs = None if outs_TxB is None else jnp.swapaxes(outs_TxB, 0, 1)
     return final_states, last_output, outputs
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "graphdef", "go_backwards", "unroll", "zero_output_for_mask", "return_sequences"))
+def _compiled_scan(graphdef, cell_state, x, states, masks, mask, **static):
+    """`scan_cell` compiled once per cell configuration and input shapes.
+
+    Keyed on the cell's NNX graphdef (its static configuration), so eager
+    calls of equally configured layers reuse one compiled program; under an
+    outer `jit` / `vmap` / `grad` it is simply inlined.
+    """
+    cell = nnx.merge(graphdef, cell_state)
+    return scan_cell(cell, cell.params(), x, states, masks, mask=mask, **static)
 
 
 class _CellLayer(RNN):

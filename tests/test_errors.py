@@ -1,0 +1,256 @@
+"""Misuse gives a ValueError (or RuntimeError) whose message names the problem."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import rnn_jax as R
+
+FAST = {"kernel_initializer": "zeros", "recurrent_initializer": "zeros"}
+
+
+def _x(*shape):
+    return np.zeros(shape, np.float32)
+
+
+RECURRENT = {
+    "simple_rnn": lambda **kw: R.SimpleRNN(3, rngs=nnx.Rngs(0), **FAST, **kw),
+    "gru": lambda **kw: R.GRU(3, rngs=nnx.Rngs(0), **FAST, **kw),
+    "lstm": lambda **kw: R.LSTM(3, rngs=nnx.Rngs(0), **FAST, **kw),
+    "bidirectional": lambda **kw: R.Bidirectional(R.GRU(3, rngs=nnx.Rngs(0), **FAST, **kw)),
+}
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(RECURRENT))
+@pytest.mark.parametrize("shape", [(2, 4), (2, 4, 3, 1), (4,)])
+def test_wrong_input_rank(name, shape):
+    layer = RECURRENT[name]()
+    with pytest.raises(ValueError, match=r"\(batch, time, features\)"):
+        layer(_x(*shape))
+
+
+@pytest.mark.parametrize("cell", [
+    lambda: R.SimpleRNNCell(3, rngs=nnx.Rngs(0), **FAST),
+    lambda: R.LSTMCell(3, rngs=nnx.Rngs(0), **FAST),
+    lambda: R.StackedRNNCells([R.GRUCell(3, rngs=nnx.Rngs(0), **FAST)]),
+])
+def test_cell_wrong_input_rank(cell):
+    c = cell()
+    with pytest.raises(ValueError, match=r"\(batch, features\)"):
+        c(_x(2, 4, 3), c.get_initial_state(2) if c.built else None)
+
+
+@pytest.mark.parametrize("name", list(RECURRENT))
+def test_wrong_feature_size_after_build(name):
+    layer = RECURRENT[name]()
+    layer(_x(2, 4, 3))
+    with pytest.raises(ValueError, match="features") as info:
+        layer(_x(2, 4, 5))
+    assert "5" in str(info.value) and "3" in str(info.value)
+
+
+def test_wrong_feature_size_input_shape_and_cell():
+    layer = R.LSTM(2, rngs=nnx.Rngs(0), input_shape=(None, 6), **FAST)
+    with pytest.raises(ValueError, match="6"):
+        layer(_x(1, 3, 4))
+    cell = R.GRUCell(2, rngs=nnx.Rngs(0), input_shape=(4,), **FAST)
+    with pytest.raises(ValueError, match="features"):
+        cell(_x(1, 3), [_x(1, 2)])
+    dense = R.Dense(2, rngs=nnx.Rngs(0), input_shape=(4,))
+    with pytest.raises(ValueError, match="features"):
+        dense(_x(1, 3))
+
+
+def test_no_time_steps():
+    with pytest.raises(ValueError, match="time steps"):
+        R.SimpleRNN(2, rngs=nnx.Rngs(0), **FAST)(_x(2, 0, 3))
+
+
+# -- masks and states ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(RECURRENT))
+@pytest.mark.parametrize("mask_shape", [(2, 5), (3, 4), (2, 4, 1), (4,)])
+def test_mask_of_wrong_shape(name, mask_shape):
+    layer = RECURRENT[name]()
+    with pytest.raises(ValueError, match="mask") as info:
+        layer(_x(2, 4, 3), mask=np.ones(mask_shape, bool))
+    assert str(tuple(mask_shape)) in str(info.value)
+
+
+@pytest.mark.parametrize("name,state", [
+    ("simple_rnn", [_x(2, 4)]),     # wrong units
+    ("simple_rnn", [_x(3, 3)]),     # wrong batch
+    ("gru", _x(2, 3, 1)),           # wrong rank
+    ("lstm", (_x(2, 3), _x(2, 2))),  # c of wrong units
+    ("lstm", (_x(1, 3), _x(1, 3))),  # wrong batch
+])
+def test_initial_state_of_wrong_shape(name, state):
+    layer = RECURRENT[name]()
+    with pytest.raises(ValueError, match="initial_state"):
+        layer(_x(2, 4, 3), initial_state=state)
+
+
+def test_initial_state_wrong_structure():
+    lstm = RECURRENT["lstm"]()
+    with pytest.raises(ValueError, match=r"\(h, c\)"):
+        lstm(_x(2, 4, 3), initial_state=[_x(2, 3)])
+    stacked = R.RNN([R.SimpleRNNCell(3, rngs=nnx.Rngs(0), **FAST),
+                     R.SimpleRNNCell(3, rngs=nnx.Rngs(1), **FAST)])
+    with pytest.raises(ValueError, match="one state per cell"):
+        stacked(_x(2, 4, 3), initial_state=[[_x(2, 3)]])
+    bidi = RECURRENT["bidirectional"]()
+    with pytest.raises(ValueError, match="even number"):
+        bidi(_x(2, 4, 3), initial_state=[_x(2, 3)] * 3)
+    with pytest.raises(ValueError, match="initial_state"):
+        bidi(_x(2, 4, 3), initial_state=[_x(2, 3), _x(2, 5)])
+
+
+def test_stateful_batch_size_is_fixed():
+    layer = R.SimpleRNN(3, stateful=True, rngs=nnx.Rngs(0), **FAST)
+    layer(_x(2, 4, 3))
+    with pytest.raises(ValueError, match="batch size"):
+        layer(_x(5, 4, 3))
+
+
+# -- Embedding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ids", [[[0, 1, 10]], [[-1, 2, 3]], [[3, 99, 2]]])
+def test_embedding_ids_out_of_range(ids):
+    emb = R.Embedding(10, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        emb(np.asarray(ids))
+
+
+def test_embedding_bad_arguments():
+    for dims in ((0, 4), (10, -1), (2.5, 4)):
+        with pytest.raises(ValueError, match="positive integer"):
+            R.Embedding(*dims, rngs=nnx.Rngs(0))
+    emb = R.Embedding(10, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="integer ids"):
+        emb(np.array([[True, False]]))
+
+
+# -- constructor arguments ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("merge_mode", ["avg", "Concat", "max", "", 3])
+def test_bidirectional_invalid_merge_mode(merge_mode):
+    with pytest.raises(ValueError, match="merge_mode") as info:
+        R.Bidirectional(R.GRU(3, rngs=nnx.Rngs(0)), merge_mode=merge_mode)
+    assert "concat" in str(info.value)
+
+
+def test_bidirectional_bad_layers():
+    with pytest.raises(ValueError, match="recurrent layer"):
+        R.Bidirectional(R.Dense(3, rngs=nnx.Rngs(0)))
+    fwd = R.GRU(3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="go_backwards"):
+        R.Bidirectional(fwd, backward_layer=R.GRU(3, rngs=nnx.Rngs(1)))
+    with pytest.raises(ValueError, match="return_sequences"):
+        R.Bidirectional(fwd, backward_layer=R.GRU(3, go_backwards=True, return_sequences=True,
+                                                  rngs=nnx.Rngs(1)))
+    built = R.GRU(3, rngs=nnx.Rngs(0), input_shape=(None, 2), **FAST)
+    with pytest.raises(ValueError, match="rngs"):
+        R.Bidirectional(built)  # its key stream was used up by building
+
+
+@pytest.mark.parametrize("units", [0, -2, 2.0, True, "3", None])
+@pytest.mark.parametrize("cls", [R.SimpleRNN, R.GRU, R.LSTM, R.SimpleRNNCell, R.GRUCell,
+                                 R.LSTMCell, R.Dense])
+def test_units_must_be_positive_int(cls, units):
+    with pytest.raises(ValueError, match="units") as info:
+        cls(units, rngs=nnx.Rngs(0))
+    assert repr(units) in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["dropout", "recurrent_dropout"])
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+@pytest.mark.parametrize("cls", [R.SimpleRNN, R.GRU, R.LSTM, R.LSTMCell])
+def test_dropout_outside_unit_interval(cls, arg, rate):
+    with pytest.raises(ValueError, match=arg) as info:
+        cls(3, rngs=nnx.Rngs(0), **{arg: rate})
+    assert "[0, 1)" in str(info.value)
+
+
+@pytest.mark.parametrize("make,x", [
+    (lambda: R.SimpleRNN(3), _x(2, 4, 3)),
+    (lambda: R.LSTM(3, return_sequences=True), _x(2, 4, 3)),
+    (lambda: R.GRUCell(3), None),
+    (lambda: R.Dense(3), _x(2, 3)),
+    (lambda: R.Bidirectional(R.SimpleRNN(3)), _x(2, 4, 3)),
+])
+def test_building_without_rngs(make, x):
+    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
+        layer = make()
+        if x is None:
+            layer(_x(2, 3), [_x(2, 3)])
+        else:
+            layer(x)
+    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
+        R.Embedding(10, 3)
+    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
+        R.LSTM(3, input_shape=(None, 2))
+
+
+@pytest.mark.parametrize("cell", [
+    lambda: R.Dense(3, rngs=nnx.Rngs(0)),
+    lambda: R.SimpleRNN(3, rngs=nnx.Rngs(0)),
+    lambda: "lstm",
+    lambda: None,
+    lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0)),
+])
+def test_rnn_with_unsupported_cell(cell):
+    c = cell()
+    with pytest.raises(ValueError, match="unsupported cell") as info:
+        R.RNN(c)
+    assert "LSTMCell" in str(info.value)
+
+
+def test_stacked_cells_unsupported_or_empty():
+    with pytest.raises(ValueError, match="unsupported cell"):
+        R.StackedRNNCells([R.SimpleRNNCell(2, rngs=nnx.Rngs(0)), R.Dense(2, rngs=nnx.Rngs(0))])
+    with pytest.raises(ValueError, match="unsupported cell"):
+        R.RNN([R.GRUCell(2, rngs=nnx.Rngs(0)), "gru"])
+    with pytest.raises(ValueError, match="at least one cell"):
+        R.StackedRNNCells([])
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="unroll"):
+        R.SimpleRNN(2, unroll=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unroll"):
+        R.SimpleRNN(2, unroll=1.5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="dtype"):
+        R.SimpleRNN(2, dtype="int32", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="activation"):
+        R.LSTM(2, recurrent_activation="sigmoidd", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="return_state"):
+        R.Sequential([R.LSTM(2, return_state=True, rngs=nnx.Rngs(0))])
+
+
+def test_weights_before_build_and_set_weights_mismatch():
+    layer = R.GRU(3, rngs=nnx.Rngs(0), **FAST)
+    with pytest.raises(ValueError, match="no weights yet"):
+        layer.get_weights()
+    layer.build((None, None, 2))
+    k, rk, b = layer.get_weights()
+    with pytest.raises(ValueError, match="3 weights"):
+        layer.set_weights([k, rk])
+    with pytest.raises(ValueError, match="bias") as info:
+        layer.set_weights([k, rk, b.reshape(-1)])
+    assert "(2, 9)" in str(info.value) and "(18,)" in str(info.value)
+
+
+def test_unbuilt_layer_under_transformation():
+    layer = R.LSTM(3, rngs=nnx.Rngs(0), **FAST)
+    graphdef, state = nnx.split(layer)
+    with pytest.raises(RuntimeError, match="not built"):
+        jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, _x(2, 4, 3))

@@ -1,0 +1,317 @@
+"""The layers under JAX transformations: scan vs a Python loop, vmap over
+parameter sets, jit caching, the hoisted input projection, gradients."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import rnn_jax as R
+
+B, T, D, U = 3, 5, 3, 4
+ATOL = 1e-5
+
+
+def _x(seed=0, shape=(B, T, D)):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _nonzero_biases(cell_or_layer, seed):
+    """Random weights so that every bias (incl. the GRU's recurrent row) matters."""
+    rng = np.random.default_rng(seed)
+    cell_or_layer.set_weights(
+        [0.5 * rng.standard_normal(w.shape).astype("float32") for w in cell_or_layer.get_weights()])
+
+
+CELLS = {
+    "simple_rnn": lambda seed, d=D: R.SimpleRNNCell(U, rngs=nnx.Rngs(seed), input_shape=(d,)),
+    "gru_reset_after": lambda seed, d=D: R.GRUCell(U, rngs=nnx.Rngs(seed), input_shape=(d,)),
+    "gru_reset_before": lambda seed, d=D: R.GRUCell(U, reset_after=False, rngs=nnx.Rngs(seed),
+                                                     input_shape=(d,)),
+    "lstm": lambda seed, d=D: R.LSTMCell(U, rngs=nnx.Rngs(seed), input_shape=(d,)),
+    "stacked": lambda seed, d=D: R.StackedRNNCells([
+        R.LSTMCell(U, rngs=nnx.Rngs(seed), input_shape=(d,)),
+        R.GRUCell(2, rngs=nnx.Rngs(seed + 1), input_shape=(U,)),
+        R.SimpleRNNCell(3, rngs=nnx.Rngs(seed + 2), input_shape=(2,)),
+    ]),
+}
+
+
+def _python_loop(cell, x, mask=None):
+    """Keras' recurrence written as a loop of single cell calls."""
+    states = cell.get_initial_state(x.shape[0])
+    prev = None
+    outs = []
+    for t in range(x.shape[1]):
+        out, new = cell(x[:, t], states)
+        if mask is not None:
+            m = mask[:, t][:, None]
+            out = jnp.where(m, out, jnp.zeros_like(out) if prev is None else prev)
+            new = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, states)
+        outs.append(out)
+        prev, states = out, new
+    return jnp.stack(outs, axis=1), states
+
+
+# -- scan == Python loop ------------------------------------------------------------------
+
+
+# sequence 0 has holes, 1 is fully masked, 2 is complete
+LOOP_MASK = np.array([[True, False, True, False, True], [False] * T, [True] * T])
+
+
+@pytest.mark.parametrize("unroll", [False, 1, 3, True], ids=["rolled", "u1", "u3", "unrolled"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_scan_equals_python_loop(name, unroll):
+    cell = CELLS[name](0)
+    _nonzero_biases(cell, 1)
+    x = _x(2)
+    mask = None if unroll is False else LOOP_MASK
+    layer = R.RNN(cell, return_sequences=True, return_state=True, unroll=unroll)
+    out, *final = layer(x, mask=mask)
+    exp_out, exp_states = _python_loop(cell, x, mask)
+    np.testing.assert_allclose(out, exp_out, atol=ATOL)
+    flat, flat_exp = jax.tree.leaves(tuple(final)), jax.tree.leaves(exp_states)
+    assert len(flat) == len(flat_exp)
+    for a, e in zip(flat, flat_exp):
+        np.testing.assert_allclose(a, e, atol=ATOL)
+
+
+def test_list_of_cells_is_stacked():
+    cells = [R.SimpleRNNCell(U, rngs=nnx.Rngs(0), input_shape=(D,)),
+             R.LSTMCell(2, rngs=nnx.Rngs(1), input_shape=(U,))]
+    layer = R.RNN(cells, return_sequences=True)
+    assert isinstance(layer.cell, R.StackedRNNCells)
+    out, _ = _python_loop(layer.cell, _x(3))
+    np.testing.assert_allclose(layer(_x(3)), out, atol=ATOL)
+
+
+# -- vmap over stacked parameter sets ----------------------------------------------------
+
+SEEDS = (0, 1, 2)
+IDS = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1], [2, 0, 4, 0, 6]])
+
+MODELS = {
+    "simple_rnn": (lambda s: R.SimpleRNN(U, return_sequences=True, rngs=nnx.Rngs(s)), _x(4)),
+    "gru": (lambda s: R.GRU(U, rngs=nnx.Rngs(s)), _x(4)),
+    "lstm": (lambda s: R.LSTM(U, return_sequences=True, rngs=nnx.Rngs(s)), _x(4)),
+    "bidirectional": (lambda s: R.Bidirectional(R.LSTM(U, return_sequences=True,
+                                                       rngs=nnx.Rngs(s))), _x(4)),
+    "sequential": (lambda s: R.Sequential([
+        R.Embedding(10, D, rngs=nnx.Rngs(s)),
+        R.SimpleRNN(U, rngs=nnx.Rngs(100 + s)),
+        R.Activation("sigmoid"),
+    ]), IDS),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_vmap_over_parameter_sets(name):
+    make, x = MODELS[name]
+    models = [make(s) for s in SEEDS]
+    first = np.asarray(models[0](x))  # builds eagerly
+    for m in models[1:]:
+        m.build((None, *x.shape[1:]))  # the same weights' shapes, without a call
+    splits = [nnx.split(m) for m in models]
+    graphdef = splits[0][0]
+    assert all(g == graphdef for g, _ in splits)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[st for _, st in splits])
+
+    ys = jax.vmap(lambda s, x: nnx.merge(graphdef, s)(x), in_axes=(0, None))(stacked, x)
+    assert ys.shape[0] == len(SEEDS)
+    # each set on its own: an eager call of the first, one jitted call per set
+    single = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    singles = [np.asarray(single(st, x)) for _, st in splits]
+    np.testing.assert_allclose(singles[0], first, atol=ATOL)
+    assert not np.allclose(singles[0], singles[1])  # the parameter sets really differ
+    for i, y in enumerate(singles):
+        np.testing.assert_allclose(ys[i], y, atol=ATOL)
+
+
+def test_vmap_over_parameters_and_data_under_jit():
+    """One batch per parameter set, vmapped and jitted."""
+    models = [R.LSTM(U, return_sequences=True, rngs=nnx.Rngs(s), input_shape=(None, D))
+              for s in SEEDS]
+    graphdef = nnx.split(models[0])[0]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.split(m)[1] for m in models])
+    xs = np.stack([_x(10 + i) for i in range(len(SEEDS))])
+    ys = jax.jit(jax.vmap(lambda s, x: nnx.merge(graphdef, s)(x)))(stacked, xs)
+    for i, m in enumerate(models):
+        np.testing.assert_allclose(ys[i], m(xs[i]), atol=ATOL)
+
+
+# -- jit caching ------------------------------------------------------------------------
+
+
+def test_jit_traces_once_per_shape():
+    layer = R.LSTM(U, return_sequences=True, rngs=nnx.Rngs(0), input_shape=(None, D))
+    graphdef, state = nnx.split(layer)
+    traces = []
+
+    @jax.jit
+    def f(state, x):
+        traces.append(x.shape)
+        return nnx.merge(graphdef, state)(x)
+
+    x = _x(0)
+    y1 = f(state, x)
+    y2 = f(state, _x(1))
+    assert len(traces) == 1
+    np.testing.assert_allclose(y1, layer(x), atol=ATOL)
+    assert not np.allclose(y1, y2)
+    f(state, _x(2, (B, T + 2, D)))  # a new time length: one new trace
+    assert len(traces) == 2
+    f(state, _x(3, (B, T + 2, D)))
+    f(state, _x(4))
+    assert len(traces) == 2
+    f(state, _x(5, (B + 1, T, D)))  # a new batch size
+    assert len(traces) == 3
+
+
+def test_jit_chex_max_traces():
+    chex.clear_trace_counter()
+    layer = R.GRU(U, rngs=nnx.Rngs(0), input_shape=(None, D))
+    graphdef, state = nnx.split(layer)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    for i in range(3):
+        f(state, _x(i))
+    with pytest.raises(AssertionError):
+        f(state, _x(0, (B, T + 1, D)))
+
+
+def test_nnx_jit_traces_once_per_shape():
+    model = R.Sequential([R.SimpleRNN(U, return_sequences=True, rngs=nnx.Rngs(0)),
+                          R.Dense(2, rngs=nnx.Rngs(1))], input_shape=(None, D))
+    traces = []
+
+    @nnx.jit
+    def f(model, x):
+        traces.append(x.shape)
+        return model(x)
+
+    y = f(model, _x(0))
+    np.testing.assert_allclose(y, model(_x(0)), atol=ATOL)
+    f(model, _x(1))
+    f(model, _x(2))
+    assert len(traces) == 1
+    f(model, _x(3, (B, T + 1, D)))
+    assert len(traces) == 2
+    f(model, _x(4, (B, T + 1, D)))
+    assert len(traces) == 2
+
+
+def test_unbuilt_layer_under_jit_raises():
+    layer = R.SimpleRNN(U, rngs=nnx.Rngs(0))
+    with pytest.raises(RuntimeError, match="not built"):
+        nnx.jit(lambda m, x: m(x))(layer, _x(0))
+
+
+# -- the input projection is hoisted out of the scan --------------------------------------
+
+
+def _sub_jaxprs(eqn):
+    for v in eqn.params.values():
+        vs = v if isinstance(v, (tuple, list)) else (v,)
+        for item in vs:
+            if hasattr(item, "eqns"):
+                yield item
+            elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
+                yield item.jaxpr
+
+
+def _eqns(jaxpr, into_scan):
+    """All equations, recursing into sub-jaxprs (into scan bodies only if asked)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        if eqn.primitive.name == "scan" and not into_scan:
+            continue
+        for sub in _sub_jaxprs(eqn):
+            yield from _eqns(sub, into_scan)
+
+
+def _scan_bodies(jaxpr):
+    return [eqn.params["jaxpr"].jaxpr for eqn in _eqns(jaxpr, into_scan=False)
+            if eqn.primitive.name == "scan"]
+
+
+@pytest.mark.parametrize("name,make,gates", [
+    ("simple_rnn", lambda: R.SimpleRNN(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 1),
+    ("gru", lambda: R.GRU(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 3),
+    ("lstm", lambda: R.LSTM(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 4),
+    ("lstm_input_dropout", lambda: R.LSTM(U, dropout=0.3, rngs=nnx.Rngs(0),
+                                          input_shape=(None, D)), 4),
+], ids=["simple_rnn", "gru", "lstm", "lstm_input_dropout"])
+def test_input_projection_is_hoisted(name, make, gates):
+    layer = make()
+    graphdef, state = nnx.split(layer)
+    training = "dropout" in name
+
+    def f(state, x):
+        return nnx.merge(graphdef, state)(x, training=training, key=jax.random.key(0))
+
+    jaxpr = jax.make_jaxpr(f)(state, _x(0)).jaxpr
+    bodies = _scan_bodies(jaxpr)
+    assert len(bodies) == 1, "expected exactly one scan"
+    outside = [e for e in _eqns(jaxpr, into_scan=False) if e.primitive.name == "dot_general"]
+    # the kernel matmul over all time steps: (B, T, D) x (D, G*U) -> (B, T, G*U)
+    hoisted = [e for e in outside
+               if tuple(e.outvars[0].aval.shape) == (B, T, gates * U)
+               and tuple(e.invars[0].aval.shape) == (B, T, D)]
+    assert len(hoisted) == 1, [tuple(e.outvars[0].aval.shape) for e in outside]
+    inside = [e for e in _eqns(bodies[0], into_scan=True) if e.primitive.name == "dot_general"]
+    assert len(inside) == 1, f"{len(inside)} matmuls per step"
+    assert tuple(inside[0].invars[1].aval.shape) == (U, gates * U)
+    assert not any(len(e.invars[0].aval.shape) == 3 for e in inside)
+
+
+# -- gradients ------------------------------------------------------------------------------
+
+
+GRAD_MODELS = {
+    "simple_rnn": (lambda: R.SimpleRNN(U, return_sequences=True, rngs=nnx.Rngs(0)), _x(5)),
+    "gru_reset_after": (lambda: R.GRU(U, rngs=nnx.Rngs(0)), _x(5)),
+    "lstm": (lambda: R.LSTM(U, return_sequences=True, rngs=nnx.Rngs(0)), _x(5)),
+    "stacked": (lambda: R.RNN([R.LSTMCell(U, rngs=nnx.Rngs(0)),
+                               R.GRUCell(2, rngs=nnx.Rngs(1))]), _x(5)),
+    "bidirectional": (lambda: R.Bidirectional(R.GRU(U, return_sequences=True,
+                                                    rngs=nnx.Rngs(0)), merge_mode="sum"), _x(5)),
+    "sequential": (lambda: R.Sequential([
+        R.Embedding(10, D, mask_zero=True, rngs=nnx.Rngs(0)),
+        R.LSTM(U, rngs=nnx.Rngs(1)),
+        R.Dense(1, rngs=nnx.Rngs(2)),
+        R.Activation("sigmoid"),
+    ]), IDS),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_MODELS))
+def test_gradients_flow_to_every_weight(name):
+    make, x = GRAD_MODELS[name]
+    model = make()
+    model(x)
+    graphdef, state = nnx.split(model)
+    target = np.random.default_rng(1).standard_normal(model(x).shape).astype("float32")
+
+    def loss(state):
+        y = nnx.merge(graphdef, state)(x)
+        return jnp.mean((y - target) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(state)
+    leaves = jax.tree_util.tree_leaves_with_path(grads)
+    n_weights = len(jax.tree.leaves(state))
+    assert len(leaves) == n_weights > 0
+    for path, g in leaves:
+        g = np.asarray(g)
+        label = jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(g)), label
+        assert np.any(g != 0), f"zero gradient for {label}"
+
