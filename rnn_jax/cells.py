@@ -137,16 +137,33 @@ class RNNCellBase(Layer):
     def output_size(self) -> int:
         return self.units
 
-    def get_config(self) -> dict[str, Any]:
-        """Keras constructor arguments of this cell (for `to_keras`)."""
+    def constructor_args(self) -> dict[str, Any]:
+        """The arguments that rebuild this cell (activations as callables)."""
         return {
             "units": self.units,
-            "activation": activations.serialize(self.activation),
-            "recurrent_activation": activations.serialize(self.recurrent_activation),
+            "activation": self.activation,
+            "recurrent_activation": self.recurrent_activation,
             "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "recurrent_initializer": self.recurrent_initializer,
+            "bias_initializer": self.bias_initializer,
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
         }
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras constructor arguments of this cell (for `to_keras`).
+
+        Activations are written by Keras name; initializers are left out
+        (the weights are copied). Raises ValueError for a custom activation.
+        """
+        config = self.constructor_args()
+        for k in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+            del config[k]
+        for k in ("activation", "recurrent_activation"):
+            if k in config:
+                config[k] = activations.serialize(config[k])
+        return config
 
     # -- weights --------------------------------------------------------------
 
@@ -314,10 +331,10 @@ class SimpleRNNCell(RNNCellBase):
                          bias_initializer=bias_initializer, dropout=dropout,
                          recurrent_dropout=recurrent_dropout, **kwargs)
 
-    def get_config(self):
-        config = super().get_config()
-        del config["recurrent_activation"]
-        return config
+    def constructor_args(self):
+        args = super().constructor_args()
+        del args["recurrent_activation"]
+        return args
 
     def step(self, params, z_t, states, masks=None):
         """`h_t = f(z_t + h_{t-1} U)`, `z_t = x_t W + b` from `project`."""
@@ -362,8 +379,8 @@ class GRUCell(RNNCellBase):
                          bias_initializer=bias_initializer, dropout=dropout,
                          recurrent_dropout=recurrent_dropout, **kwargs)
 
-    def get_config(self):
-        return {**super().get_config(), "reset_after": self.reset_after}
+    def constructor_args(self):
+        return {**super().constructor_args(), "reset_after": self.reset_after}
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
@@ -451,8 +468,8 @@ class LSTMCell(RNNCellBase):
     def state_size(self):
         return [self.units, self.units]
 
-    def get_config(self):
-        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+    def constructor_args(self):
+        return {**super().constructor_args(), "unit_forget_bias": self.unit_forget_bias}
 
     def _bias_initializer(self):
         from rnn_jax import initializers

@@ -345,29 +345,15 @@ class LSTM(_CellLayer):
 
 
 def clone_layer(layer: RNN, rngs: nnx.Rngs | None, **overrides) -> RNN:
-    """A new, unbuilt layer with `layer`'s configuration (fresh weights)."""
+    """A new layer with `layer`'s configuration and fresh weights from `rngs`."""
+    flags = {**RNN.get_config(layer), **overrides}
     if isinstance(layer, _CellLayer):
-        cfg = {**layer.get_config(), **overrides}
-        c = layer.cell
-        for k in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-            cfg[k] = getattr(c, k)
-        cfg["activation"] = c.activation
-        if "recurrent_activation" in cfg:
-            cfg["recurrent_activation"] = c.recurrent_activation
-        new = type(layer)(**cfg, dtype=c.dtype, rngs=rngs)
+        new = type(layer)(**layer.cell.constructor_args(), **flags, dtype=layer.dtype, rngs=rngs)
     else:
-        cells = layer.cell.cells if isinstance(layer.cell, StackedRNNCells) else [layer.cell]
-        new_cells = []
-        for c in cells:
-            cfg = c.get_config()
-            cfg["activation"] = c.activation
-            if "recurrent_activation" in cfg:
-                cfg["recurrent_activation"] = c.recurrent_activation
-            for k in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-                cfg[k] = getattr(c, k)
-            new_cells.append(type(c)(**cfg, dtype=c.dtype, rngs=rngs))
-        cell = StackedRNNCells(new_cells) if isinstance(layer.cell, StackedRNNCells) else new_cells[0]
-        new = RNN(cell, **{**layer.get_config(), **overrides})
+        stacked = isinstance(layer.cell, StackedRNNCells)
+        cells = [type(c)(**c.constructor_args(), dtype=c.dtype, rngs=rngs)
+                 for c in (layer.cell.cells if stacked else [layer.cell])]
+        new = RNN(StackedRNNCells(cells) if stacked else cells[0], **flags)
     if layer.built and layer.input_dim is not None:
         new.build((None, None, layer.input_dim))
     return new

@@ -315,3 +315,23 @@ def test_gradients_flow_to_every_weight(name):
         assert np.all(np.isfinite(g)), label
         assert np.any(g != 0), f"zero gradient for {label}"
 
+
+
+def test_bidirectional_clones_custom_activation_with_fresh_weights():
+    """The backward copy keeps a custom callable activation and gets new weights."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import rnn_jax
+
+    x = np.random.default_rng(3).standard_normal((2, 4, 3)).astype(np.float32)
+    custom = rnn_jax.Bidirectional(
+        rnn_jax.GRU(3, activation=lambda v: jnp.tanh(v), return_sequences=True, rngs=nnx.Rngs(0)))
+    named = rnn_jax.Bidirectional(
+        rnn_jax.GRU(3, activation="tanh", return_sequences=True, rngs=nnx.Rngs(1)))
+    custom(x)
+    named(x)
+    fwd, bwd = custom.forward_layer.get_weights(), custom.backward_layer.get_weights()
+    assert not np.allclose(fwd[0], bwd[0])
+    named.set_weights(custom.get_weights())
+    np.testing.assert_allclose(np.asarray(custom(x)), np.asarray(named(x)), atol=1e-6, rtol=0)
