@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_jax import activations
+from rnn_jax import activations, initializers
 from rnn_jax.base import Layer, as_float, is_traced
 
 
@@ -472,8 +472,6 @@ class LSTMCell(RNNCellBase):
         return {**super().constructor_args(), "unit_forget_bias": self.unit_forget_bias}
 
     def _bias_initializer(self):
-        from rnn_jax import initializers
-
         if not self.unit_forget_bias:
             return self.bias_initializer
         base = initializers.get(self.bias_initializer)

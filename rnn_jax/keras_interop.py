@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -122,8 +123,6 @@ def _rnn_from_keras(kl):
         raise _unsupported(kl)
     cell = layer.cell
     if kl.stateful and kl.states is not None:
-        import jax
-
         values = [np.asarray(v.numpy() if hasattr(v, "numpy") else v)
                   for v in keras.tree.flatten(kl.states)]  # Keras' ListWrapper is no JAX pytree
         batch = values[0].shape[0]
@@ -260,7 +259,6 @@ def _stateful_batch(module):
             if isinstance(s, RNN) and s.stateful:
                 if s.states is None:
                     raise ValueError("to_keras: call the stateful layer once so its batch size is known")
-                import jax
                 return jax.tree.leaves(s.states.get_value())[0].shape[0]
     return None
 
@@ -280,7 +278,6 @@ def _input_spec(module):
 
 
 def _copy_states(keras_layer, layer):
-    import jax
     keras_layers = [keras_layer]
     ours = [layer]
     if isinstance(layer, Bidirectional):

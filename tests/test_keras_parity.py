@@ -92,18 +92,18 @@ def _cell_kw(base, kw):
     return kw
 
 
+# kind -> (Keras cell class name, Keras layer class name, extra arguments)
+KERAS_CLASSES = {
+    "simple": ("SimpleRNNCell", "SimpleRNN", {}),
+    "gru": ("GRUCell", "GRU", {}),
+    "gru_v1": ("GRUCell", "GRU", {"reset_after": False}),
+    "lstm": ("LSTMCell", "LSTM", {}),
+}
+
+
 def keras_cell(keras, base, units, dtype="float32", **kw):
-    L = keras.layers
-    kw = _cell_kw(base, kw)
-    if base == "simple":
-        return L.SimpleRNNCell(units, dtype=dtype, **kw)
-    if base == "gru":
-        return L.GRUCell(units, dtype=dtype, **kw)
-    if base == "gru_v1":
-        return L.GRUCell(units, reset_after=False, dtype=dtype, **kw)
-    if base == "lstm":
-        return L.LSTMCell(units, dtype=dtype, **kw)
-    raise ValueError(base)
+    cell_name, _, extra = KERAS_CLASSES[base]
+    return getattr(keras.layers, cell_name)(units, dtype=dtype, **extra, **_cell_kw(base, kw))
 
 
 def stacked_cells(keras, units, dtype="float32", **kw):
@@ -125,16 +125,9 @@ def make_keras(keras, kind, units=U, dtype="float32", cell_kw=None, **layer_kw):
     if kind.startswith("rnn_"):
         return L.RNN(keras_cell(keras, base_kind(kind), units, dtype, **cell_kw), dtype=dtype,
                      **layer_kw)
-    kw = {**_cell_kw(kind, cell_kw), **layer_kw}
-    if kind == "simple":
-        return L.SimpleRNN(units, dtype=dtype, **kw)
-    if kind == "gru":
-        return L.GRU(units, dtype=dtype, **kw)
-    if kind == "gru_v1":
-        return L.GRU(units, reset_after=False, dtype=dtype, **kw)
-    if kind == "lstm":
-        return L.LSTM(units, dtype=dtype, **kw)
-    raise ValueError(kind)
+    _, layer_name, extra = KERAS_CLASSES[kind]
+    return getattr(L, layer_name)(units, dtype=dtype, **extra, **_cell_kw(kind, cell_kw),
+                                  **layer_kw)
 
 
 def set_weights(layer, mode, rng, scale=0.7):
