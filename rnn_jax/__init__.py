@@ -14,7 +14,8 @@
 between Keras 3 and these modules with identical predictions.
 """
 
-from rnn_jax import activations, initializers
+from rnn_jax import (activations, datasets, initializers, losses, metrics, optimizers, plots,
+                     readout)
 from rnn_jax.base import Layer
 from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNNCell,
                            StackedRNNCells)
@@ -22,12 +23,15 @@ from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.keras_interop import from_keras, to_keras
 from rnn_jax.models import Sequential
 from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN, scan_cell
+from rnn_jax.training import FitResult, TrainState, evaluate, fit
 
 __all__ = [
     "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "from_keras",
     "initializers", "scan_cell", "to_keras",
+    "FitResult", "TrainState", "datasets", "evaluate", "fit", "losses", "metrics", "optimizers",
+    "plots", "readout",
 ]
 
 __version__ = "0.1.0"

@@ -110,8 +110,9 @@ class Layer(nnx.Module):
         return [n for n in self.weight_names if getattr(self, n, None) is not None]
 
     def count_params(self) -> int:
-        """Number of scalar weights (Keras' `count_params`)."""
-        return int(sum(np.prod(w[...].shape) for w in self.weights))
+        """Number of scalar weights (Keras' `count_params`); works on abstract
+        modules from `nnx.eval_shape` too (it reads only the shapes)."""
+        return int(sum(np.prod(w.get_value().shape) for w in self.weights))
 
 
 def is_traced(x) -> bool:

@@ -9,6 +9,13 @@ splits its step into two pure functions of its weights:
   scan (`x`: `(batch, time, input_dim)` or `(batch, input_dim)`);
 - `step(params, z_t, states, masks)`: the recurrent part, inside the scan.
 
+`step` is `step_with_gates` with the gates dropped: the math of a cell lives
+once, in `step_with_gates(params, z_t, states, masks) -> (output, new_states,
+gates)`, where `gates` is a dict of `(B, U)` arrays (SimpleRNN `{}`; GRU `z`,
+`r`, `h_tilde`; LSTM `i`, `f`, `g`, `o`, `c`). The gates are intermediate
+values the step needs anyway, so `step` runs the same operations as before;
+`rnn_jax.readout` records them at every step.
+
 `params = cell.params()` reads the weights once (a dict of arrays), so the scan
 body touches only arrays. Dropout is Keras' variational dropout: one mask per
 sequence from `dropout_masks(key, batch_size, training)`, reused at every step.
@@ -248,8 +255,24 @@ class RNNCellBase(Layer):
             h, params["recurrent_kernel"], None if masks is None else masks.recurrent, self.gates
         )
 
-    def step(self, params, z_t, states, masks=None):
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """One recurrent step, also returning the gate values.
+
+        Args:
+          params: `self.params()`.
+          z_t: `(B, G*U)`, the input projection `x_t W + b_x` from `project`.
+          states: the previous states (`(h,)`, or `LSTMState(h, c)`), each `(B, U)`.
+          masks: dropout masks from `dropout_masks`, or None.
+
+        Returns:
+          `(output (B, U), new_states, gates)`, `gates` a dict of `(B, U)` arrays.
+        """
         raise NotImplementedError
+
+    def step(self, params, z_t, states, masks=None):
+        """`step_with_gates` without the gates: `(output (B, U), new_states)`."""
+        output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
+        return output, new_states
 
     def _as_states(self, states):
         if isinstance(states, (list, tuple)):
@@ -336,10 +359,10 @@ class SimpleRNNCell(RNNCellBase):
         del args["recurrent_activation"]
         return args
 
-    def step(self, params, z_t, states, masks=None):
-        """`h_t = f(z_t + h_{t-1} U)`, `z_t = x_t W + b` from `project`."""
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """`h_t = f(z_t + h_{t-1} U)`, `z_t = x_t W + b` from `project`; no gates (`{}`)."""
         h = self.activation(z_t + self._recurrent(params, states[0], masks))
-        return h, (h,)
+        return h, (h,), {}
 
 
 class GRUCell(RNNCellBase):
@@ -391,8 +414,12 @@ class GRUCell(RNNCellBase):
             return None
         return b[0] if self.reset_after else b
 
-    def step(self, params, z_t, states, masks=None):
-        """One GRU step from `z_t = x_t W + b^x` (see the class equations)."""
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """One GRU step from `z_t = x_t W + b^x` (see the class equations).
+
+        Gates, each `(B, U)`: `z` (update), `r` (reset), `h_tilde` (the
+        candidate :math:`\\tilde h_t`).
+        """
         u = self.units
         h = states[0]
         rk = params["recurrent_kernel"]
@@ -425,7 +452,7 @@ class GRUCell(RNNCellBase):
         else:
             hh = self.activation(xh + (r * h_h) @ rk[:, 2 * u:])
         h_new = z * h + (1 - z) * hh
-        return h_new, (h_new,)
+        return h_new, (h_new,), {"z": z, "r": r, "h_tilde": hh}
 
 
 class LSTMCell(RNNCellBase):
@@ -494,17 +521,22 @@ class LSTMCell(RNNCellBase):
             raise ValueError("LSTMCell states must be (h, c)")
         return LSTMState(*(as_float(s, self.dtype) for s in states))
 
-    def step(self, params, z_t, states, masks=None):
-        """One LSTM step from `z_t = x_t W + b` (see the class equations)."""
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """One LSTM step from `z_t = x_t W + b` (see the class equations).
+
+        Gates, each `(B, U)`: `i`, `f`, `o`, the candidate
+        `g = g(x_t W_c + h_{t-1} U_c + b_c)` and `c`, the new cell state `c_t`.
+        """
         u = self.units
         h, c = states
         z = z_t + self._recurrent(params, h, masks)
         i = self.recurrent_activation(z[:, :u])
         f = self.recurrent_activation(z[:, u:2 * u])
-        c_new = f * c + i * self.activation(z[:, 2 * u:3 * u])
+        g = self.activation(z[:, 2 * u:3 * u])
+        c_new = f * c + i * g
         o = self.recurrent_activation(z[:, 3 * u:])
         h_new = o * self.activation(c_new)
-        return h_new, LSTMState(h_new, c_new)
+        return h_new, LSTMState(h_new, c_new), {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
 class StackedRNNCells(Layer):
@@ -574,17 +606,26 @@ class StackedRNNCells(Layer):
     def project(self, params, x, masks=None):
         return self.cells[0].project(params[0], x, None if masks is None else masks[0])
 
-    def step(self, params, z_t, states, masks=None):
-        """Steps every cell; cell `k > 0` projects cell `k-1`'s output itself."""
-        new_states = []
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """Steps every cell; cell `k > 0` projects cell `k-1`'s output itself.
+
+        Returns `(output (B, U_last), per-cell new states, per-cell gate dicts)`.
+        """
+        new_states, gates = [], []
         out = None
         for k, cell in enumerate(self.cells):
             m = None if masks is None else masks[k]
             if k > 0:
                 z_t = cell.project(params[k], out, m)
-            out, s = cell.step(params[k], z_t, states[k], m)
+            out, s, g = cell.step_with_gates(params[k], z_t, states[k], m)
             new_states.append(s)
-        return out, tuple(new_states)
+            gates.append(g)
+        return out, tuple(new_states), tuple(gates)
+
+    def step(self, params, z_t, states, masks=None):
+        """`step_with_gates` without the gates: `(output, per-cell new states)`."""
+        output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
+        return output, new_states
 
     def _as_states(self, states):
         if not isinstance(states, (list, tuple)) or len(states) != len(self.cells):

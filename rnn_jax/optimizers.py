@@ -1,0 +1,97 @@
+"""Keras' optimizers with Keras' defaults, as `optax` gradient transformations.
+
+- `adam(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7)`: Keras'
+  Adam. Keras puts epsilon outside the bias correction,
+
+  .. math::
+
+      m_t = m_{t-1} + (g_t - m_{t-1})(1 - \\beta_1), \\quad
+      v_t = v_{t-1} + (g_t^2 - v_{t-1})(1 - \\beta_2) \\\\
+      \\theta_t = \\theta_{t-1} - \\eta \\frac{\\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}
+                  \\frac{m_t}{\\sqrt{v_t} + \\epsilon}
+
+  which differs from `optax.adam` (epsilon added to the bias-corrected
+  `sqrt(v_hat)`), so it is written here on optax's interfaces.
+- `sgd(learning_rate=0.01, momentum=0.0, nesterov=False)`: `optax.sgd`, which
+  equals Keras' SGD (with momentum too).
+- `rmsprop(learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7,
+  centered=False)`: `optax.rmsprop` with epsilon inside the square root,
+  as Keras has it.
+
+`get(name, learning_rate=None)` takes a Keras name, with Keras' default
+learning rate when none is given.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class KerasAdamState(NamedTuple):
+    count: jax.Array  # int32 step count t
+    mu: optax.Updates  # m
+    nu: optax.Updates  # v
+
+
+def adam(learning_rate: float | optax.Schedule = 1e-3, beta_1: float = 0.9,
+         beta_2: float = 0.999, epsilon: float = 1e-7) -> optax.GradientTransformation:
+    """Keras' Adam, as an optax transformation (see the module docstring)."""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return KerasAdamState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - beta_1), state.mu, grads)
+        nu = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1 - beta_2), state.nu, grads)
+
+        def step(m, v):
+            t = count.astype(m.dtype)
+            alpha = jnp.asarray(lr, m.dtype) * jnp.sqrt(1 - jnp.asarray(beta_2, m.dtype) ** t) / (
+                1 - jnp.asarray(beta_1, m.dtype) ** t)
+            return -(m * alpha) / (jnp.sqrt(v) + jnp.asarray(epsilon, m.dtype))
+
+        return jax.tree.map(step, mu, nu), KerasAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def sgd(learning_rate: float | optax.Schedule = 0.01, momentum: float = 0.0,
+        nesterov: bool = False) -> optax.GradientTransformation:
+    """Keras' SGD: `optax.sgd` (the same update, momentum and Nesterov included)."""
+    return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
+
+
+def rmsprop(learning_rate: float | optax.Schedule = 1e-3, rho: float = 0.9,
+            momentum: float = 0.0, epsilon: float = 1e-7,
+            centered: bool = False) -> optax.GradientTransformation:
+    """Keras' RMSprop: `optax.rmsprop` with `eps_in_sqrt=True`."""
+    return optax.rmsprop(learning_rate, decay=rho, eps=epsilon, eps_in_sqrt=True,
+                         centered=centered, momentum=momentum or None)
+
+
+_OPTIMIZERS = {"adam": adam, "sgd": sgd, "rmsprop": rmsprop}
+NAMES = tuple(_OPTIMIZERS)
+
+
+def get(identifier, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """An optimizer by Keras name (`'adam'`, `'sgd'`, `'rmsprop'`), or an optax one as is."""
+    if isinstance(identifier, optax.GradientTransformation):
+        if learning_rate is not None:
+            raise ValueError("learning_rate applies to optimizers given by name")
+        return identifier
+    key = str(identifier).lower()
+    if key not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {identifier!r}; known: {', '.join(NAMES)}")
+    if learning_rate is None:
+        return _OPTIMIZERS[key]()
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    return _OPTIMIZERS[key](learning_rate)

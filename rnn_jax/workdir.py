@@ -1,0 +1,90 @@
+"""A run's directory: the flags it ran with, its metrics and history, its
+checkpoint, its report and plots. Every file is written atomically (to a
+temporary name in the same directory, then `os.replace`), so a reader never
+sees half a file.
+
+Layout of `<workdir>/`:
+
+- `flags.txt`: the flags of the run, one per line (a valid `--flagfile`);
+- `metrics.json`: the final value of every history entry under Keras' names
+  (`loss`, `val_loss`, `accuracy`, `val_accuracy`; a list with one value per
+  seed when `num_seeds > 1`) plus the run's own results;
+- `history.jsonl`: one JSON object per epoch (`{"epoch": 1, "loss": ...}`);
+- `checkpoint/`: the final training state (Orbax; see `rnn_jax.checkpoints`);
+- `report.txt` and `*.png`: what the experiment read out of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+
+def _jsonable(value):
+    """numpy scalars/arrays -> floats/ints/lists; non-finite floats stay (NaN, Infinity)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_text(path: str, text: str) -> str:
+    """Write `text` to `path` atomically; returns the path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str, obj) -> str:
+    """Write `obj` (numpy values allowed) as indented JSON, atomically."""
+    return write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def history_lines(history: dict, num_seeds: int = 1) -> str:
+    """Per-epoch JSON lines from a `fit` history (`(E,)` or `(S, E)` arrays)."""
+    if not history:
+        return ""
+    epochs = np.asarray(next(iter(history.values()))).shape[-1]
+    lines = []
+    for e in range(epochs):
+        row = {"epoch": e + 1}
+        for k, v in history.items():
+            v = np.asarray(v)
+            row[k] = v[..., e] if num_seeds > 1 else v[e]
+        lines.append(json.dumps(_jsonable(row)))
+    return "\n".join(lines) + "\n"
+
+
+def final_metrics(history: dict, num_seeds: int = 1) -> dict:
+    """The last epoch's value of every history entry (a list per seed when many)."""
+    return {k: (np.asarray(v)[..., -1] if num_seeds > 1 else float(np.asarray(v)[-1]))
+            for k, v in history.items()}
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_finite(value) -> bool:
+    return all(math.isfinite(float(v)) for v in np.ravel(np.asarray(value, dtype=float)))
