@@ -1,9 +1,20 @@
-"""Notebook 001: the shapes N, T, D, M, K and the forward pass redone by hand.
+"""Notebooks 001, 003, 004: the shapes N, T, D, M, K and every layer redone by hand.
 
-Builds `SimpleRNN(M) + Dense(K)` for inputs `(N, T, D)`, prints every weight
-with its shape, recomputes the output with a plain numpy loop over time
-(`h_t = tanh(x_t W + h_{t-1} U + b)`, `y = h_T W_o + b_o`) for N = 1 and for
-N > 1, and checks it equals the model's jit-compiled output.
+- prints the summary of `SimpleRNN(M) + Dense(K)` on `(T, D)` and of `GRU(M)`
+  (`reset_after` True and False) and `LSTM(M)`, and checks each recurrent
+  parameter count against its formula: SimpleRNN `M(M+D)+M`, GRU
+  `3(M(M+D)+2M)` (`reset_after=True`, two biases) or `3(M(M+D)+M)`, LSTM
+  `4(M(M+D)+M)`;
+- redoes the `SimpleRNN + Dense` forward pass with a numpy loop over time
+  (`h_t = tanh(x_t W + h_{t-1} U + b)`, `y = h_T W_o + b_o`) for N = 1 and
+  N > 1 and compares it with the jit-compiled model;
+- one `SimpleRNNCell` step with explicit states (`h_1 = tanh(x_0 W + h_0 U + b)`,
+  `h_0 = 1`), `RNN(StackedRNNCells([SimpleRNNCell(M), SimpleRNNCell(K)]))`
+  (two loops stacked) and `SimpleRNN(M, return_sequences=True)` (every step;
+  its last step is the `return_sequences=False` output), each against numpy.
+
+Every check prints its max |difference|; the run fails if one exceeds 1e-5
+or a parameter count is off. With --workdir, results.json holds them all.
 
     python -m experiments.shapes --flagfile=experiments/flags/shapes.flags
 """
@@ -20,6 +31,8 @@ from absl import app, flags, logging
 from flax import nnx
 
 import rnn_jax
+from experiments import common  # defines --workdir, --seed, --compilation_cache
+from rnn_jax import readout
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("N", 4, "number of samples (batch)", lower_bound=1)
@@ -27,26 +40,82 @@ flags.DEFINE_integer("T", 10, "sequence length", lower_bound=1)
 flags.DEFINE_integer("D", 3, "input features", lower_bound=1)
 flags.DEFINE_integer("M", 5, "hidden units", lower_bound=1)
 flags.DEFINE_integer("K", 2, "output units", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "seed of the weights and the data")
-flags.DEFINE_string("workdir", None, "if set, results.json is written here")
+
+TOLERANCE = 1e-5
+
+
+def states_by_hand(x_NxTxD, W, U, b, h0_NxM=None):
+    """All states `h_1..h_T` `(N, T, M)` of `h_t = tanh(x_t W + h_{t-1} U + b)`, numpy."""
+    n, steps, _ = x_NxTxD.shape
+    h_NxM = np.zeros((n, U.shape[0]), x_NxTxD.dtype) if h0_NxM is None else h0_NxM
+    hs = []
+    for t in range(steps):
+        h_NxM = np.tanh(x_NxTxD[:, t] @ W + h_NxM @ U + b)
+        hs.append(h_NxM)
+    return np.stack(hs, axis=1)
 
 
 def forward_by_hand(x_NxTxD, W, U, b, Wo, bo):
-    """The SimpleRNN + Dense forward pass as a numpy loop over time."""
-    h_NxM = np.zeros((x_NxTxD.shape[0], U.shape[0]), x_NxTxD.dtype)
-    for t in range(x_NxTxD.shape[1]):
-        h_NxM = np.tanh(x_NxTxD[:, t] @ W + h_NxM @ U + b)
-    return h_NxM @ Wo + bo
+    """The SimpleRNN + Dense forward pass as a numpy loop over time: `h_T W_o + b_o`."""
+    return states_by_hand(x_NxTxD, W, U, b)[:, -1] @ Wo + bo
+
+
+def expected_params(kind, m, d, reset_after=True):
+    """The recurrent layer's parameter count from its formula."""
+    if kind == "SimpleRNN":
+        return m * (m + d) + m
+    if kind == "GRU":
+        return 3 * (m * (m + d) + (2 * m if reset_after else m))
+    if kind == "LSTM":
+        return 4 * (m * (m + d) + m)
+    raise ValueError(kind)
+
+
+def check_summaries(m, d, t, k, model, seed=0):
+    """Prints the summaries; returns the parameter counts; exits on a mismatch."""
+    counts = {}
+
+    def abstract(layer_fn):
+        # Counting needs only the weight shapes: nnx.eval_shape builds the
+        # model without drawing (or compiling the draw of) any weight.
+        return nnx.eval_shape(lambda: rnn_jax.Sequential(
+            [layer_fn(rngs=nnx.Rngs(seed))], input_shape=(t, d)))
+
+    models = [("SimpleRNN", True, model),
+              ("GRU", True, abstract(lambda rngs: rnn_jax.GRU(m, rngs=rngs))),
+              ("GRU", False, abstract(lambda rngs: rnn_jax.GRU(m, reset_after=False, rngs=rngs))),
+              ("LSTM", True, abstract(lambda rngs: rnn_jax.LSTM(m, rngs=rngs)))]
+    for kind, reset_after, mdl in models:
+        label = kind + ("" if kind != "GRU" else f" (reset_after={reset_after})")
+        print(f"\n{label}:")
+        print(readout.summary(mdl, input_shape=(t, d)))
+        rows = readout.summary_rows(mdl, input_shape=(t, d))
+        got, want = rows[0]["params"], expected_params(kind, m, d, reset_after)
+        formula = {"SimpleRNN": "M(M+D)+M", "LSTM": "4(M(M+D)+M)"}.get(
+            kind, "3(M(M+D)+2M)" if reset_after else "3(M(M+D)+M)")
+        print(f"  {label} parameters: {formula} = {want}; counted {got}")
+        if got != want:
+            raise SystemExit(
+                f"{label}: counted {got} parameters, the formula {formula} gives {want}")
+        key = kind if kind != "GRU" else f"GRU_reset_after_{reset_after}"
+        counts[key] = got
+    dense = readout.summary_rows(model, input_shape=(t, d))[1]["params"]
+    if dense != m * k + k:
+        raise SystemExit(f"Dense: counted {dense} parameters, the formula MK+K gives {m * k + k}")
+    counts["Dense"] = dense
+    return counts
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.use_compilation_cache(FLAGS.compilation_cache)
     n, t, d, m, k = FLAGS.N, FLAGS.T, FLAGS.D, FLAGS.M, FLAGS.K
     rngs = nnx.Rngs(FLAGS.seed)
     model = rnn_jax.Sequential(
         [rnn_jax.SimpleRNN(m, rngs=rngs), rnn_jax.Dense(k, rngs=rngs)], input_shape=(t, d))
-    x_NxTxD = np.random.default_rng(FLAGS.seed).standard_normal((n, t, d)).astype(np.float32)
+    data = np.random.default_rng(FLAGS.seed)
+    x_NxTxD = data.standard_normal((n, t, d)).astype(np.float32)
 
     print(f"N={n} samples, T={t} steps, D={d} features, M={m} hidden units, K={k} outputs")
     W, U, b = model.layers[0].get_weights()
@@ -56,6 +125,7 @@ def main(argv):
         print(f"  {name:22s} shape {w.shape}")
     print(f"  parameters: SimpleRNN M(M+D)+M = {m * (m + d) + m}, "
           f"Dense MK+K = {m * k + k}; counted {model.count_params()}")
+    counts = check_summaries(m, d, t, k, model, FLAGS.seed)
 
     graphdef, state = nnx.split(model)
     predict = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
@@ -63,16 +133,52 @@ def main(argv):
     y_model = np.asarray(jax.block_until_ready(predict(state, x_NxTxD)))
     compile_s = time.perf_counter() - t0  # first call: trace + compile + run
 
-    results = {"N": n, "T": t, "D": d, "M": m, "K": k, "compile_seconds": compile_s}
+    results = {"N": n, "T": t, "D": d, "M": m, "K": k, "compile_seconds": compile_s,
+               "params": counts, "checks": {}}
+
+    def check(key, what, got, want):
+        err = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
+        print(f"{what}: max |difference| = {err:.2e}")
+        results["checks"][key] = err
+        if not err <= TOLERANCE:  # also fails on NaN
+            raise SystemExit(f"{what}: the hand computation differs from rnn_jax by {err}")
+
+    print()
     for label, x in (("N = 1", x_NxTxD[:1]), (f"N = {n}", x_NxTxD)):
         y_hand = forward_by_hand(x, W, U, b, Wo, bo)
         y_jax = np.asarray(predict(state, x))
-        err = float(np.max(np.abs(y_hand - y_jax)))
-        print(f"{label}: model output {y_jax.shape}, by hand {y_hand.shape}, "
-              f"max |difference| = {err:.2e}")
-        results[f"max_abs_diff_{label.replace(' ', '').replace('=', '')}"] = err
-        if err > 1e-5:
-            raise SystemExit(f"the hand-written forward pass differs from the model by {err}")
+        key = f"max_abs_diff_{label.replace(' ', '').replace('=', '')}"
+        check(key, f"forward pass {label}: model output {y_jax.shape}, by hand {y_hand.shape}",
+              y_jax, y_hand)
+        results[key] = results["checks"][key]
+
+    # One SimpleRNNCell step with explicit states (notebook 003: h_0 = 1).
+    cell = rnn_jax.SimpleRNNCell(m, rngs=rngs, input_shape=(d,))
+    Wc, Uc, bc = cell.get_weights()
+    h0_NxM = np.ones((n, m), np.float32)
+    out, (h1,) = cell(x_NxTxD[:, 0], (h0_NxM,))
+    h1_hand = np.tanh(x_NxTxD[:, 0] @ Wc + h0_NxM @ Uc + bc)
+    check("cell_step", f"SimpleRNNCell step, h_1 = tanh(x_0 W + h_0 U + b) {h1_hand.shape}",
+          np.stack([out, h1]), np.stack([h1_hand, h1_hand]))
+
+    # RNN(StackedRNNCells): cell 2 reads cell 1's state at the same step.
+    stacked = rnn_jax.RNN(rnn_jax.StackedRNNCells(
+        [rnn_jax.SimpleRNNCell(m, rngs=rngs), rnn_jax.SimpleRNNCell(k, rngs=rngs)]))
+    y_stacked = np.asarray(stacked(x_NxTxD))
+    W1, U1, b1, W2, U2, b2 = stacked.get_weights()
+    y_stacked_hand = states_by_hand(states_by_hand(x_NxTxD, W1, U1, b1), W2, U2, b2)[:, -1]
+    check("stacked_cells", f"RNN(StackedRNNCells([SimpleRNNCell({m}), SimpleRNNCell({k})])) "
+          f"output {y_stacked.shape}", y_stacked, y_stacked_hand)
+
+    # return_sequences=True with the model's weights: every state h_1..h_T.
+    seq = rnn_jax.SimpleRNN(m, return_sequences=True, rngs=rngs, input_shape=(t, d))
+    seq.set_weights([W, U, b])
+    y_seq = np.asarray(seq(x_NxTxD))
+    check("return_sequences", f"SimpleRNN(return_sequences=True) output {y_seq.shape}",
+          y_seq, states_by_hand(x_NxTxD, W, U, b))
+    check("last_step", "its last step vs return_sequences=False",
+          y_seq[:, -1], model.layers[0](x_NxTxD))
+
     print(f"first prediction: {np.round(y_model[0], 6)}   (compile {compile_s:.2f} s)")
     if FLAGS.workdir:
         os.makedirs(FLAGS.workdir, exist_ok=True)

@@ -176,14 +176,19 @@ def plot_token_weights(values, path, labels=None, title=None, highlight=None,
 
 
 def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
-                      title=None) -> str:
+                      title=None, ylog_floor=None) -> str:
     """One point per seed, `(S,)` each (e.g. learned W against U).
 
     `color` `(S,)` (e.g. the final val_loss) colours the points, on a log
     scale when every finite value is positive, with a colour bar named
-    `color_label`.
+    `color_label`. With `ylog_floor` the y axis is logarithmic and values
+    below the floor (zeros too) are drawn at it.
     """
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if ylog_floor is not None:
+        if not ylog_floor > 0:
+            raise ValueError(f"plot_seed_scatter: ylog_floor must be > 0, got {ylog_floor}")
+        y = np.maximum(y, ylog_floor)
     if x.shape != y.shape:
         raise ValueError(f"plot_seed_scatter: x has {x.size} points, y has {y.size}")
     fig, (ax,) = _figure(width=5.0, height=4.2)
@@ -203,7 +208,9 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
         points = ax.scatter(x, y, c=c, s=22, cmap="viridis", norm=norm, alpha=0.9)
         fig.colorbar(points, ax=ax, label=color_label)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel if ylog_floor is None else f"{ylabel} (log, floor {ylog_floor:g})")
+    if ylog_floor is not None:
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)

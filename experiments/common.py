@@ -1,0 +1,166 @@
+"""What the training experiments share: the common flags, and one training run
+with its outputs in `--workdir` (see `rnn_jax.workdir` for the layout).
+
+Common flags: `--workdir`, `--seed`, `--num_seeds`, `--epochs`,
+`--batch_size`, `--learning_rate`, `--validation_split`, `--optimizer`,
+`--data_seed`. Hyperparameters left unset take the notebook's values for the
+chosen variant of the experiment. Bad values stop the command with a one-line
+flag error (exit status 1).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from absl import flags, logging
+
+import rnn_jax
+from rnn_jax import workdir as workdir_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "directory for the run's outputs: flags.txt, metrics.json, "
+                    "history.jsonl, checkpoint/, report.txt, plots")
+flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "rnn_jax", "xla"),
+                    "directory of JAX's persistent compilation cache (a rerun with the same "
+                    "shapes skips XLA compilation); empty to turn it off")
+flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffling; seed i of "
+                     "--num_seeds uses seed + i")
+
+
+def define_training_flags():
+    """The training flags (idempotent: experiments call it at import)."""
+    if "num_seeds" in FLAGS:
+        return
+    flags.DEFINE_integer("num_seeds", 1, "number of models trained at once (one compiled "
+                         "program, vmap over seeds)", lower_bound=1)
+    flags.DEFINE_integer("epochs", None, "epochs (default: the notebook's)", lower_bound=1)
+    flags.DEFINE_integer("batch_size", None, "batch size (default: the notebook's)",
+                         lower_bound=1)
+    flags.DEFINE_float("learning_rate", None, "learning rate (default: the notebook's)")
+    flags.DEFINE_float("validation_split", None, "fraction of the samples, taken from the end "
+                       "before shuffling, used for validation (default: the notebook's)")
+    flags.DEFINE_enum("optimizer", "adam", list(rnn_jax.optimizers.NAMES),
+                      "optimizer, with Keras' defaults")
+    flags.DEFINE_integer("num_samples", 10000, "number of generated sequences", lower_bound=2)
+    flags.DEFINE_integer("data_seed", 0, "seed of the generated data (the same for every "
+                         "model seed)")
+    flags.register_validator("learning_rate", lambda v: v is None or v > 0,
+                             message="--learning_rate must be > 0")
+    flags.register_validator("validation_split", lambda v: v is None or 0.0 <= v < 1.0,
+                             message="--validation_split must be in [0, 1)")
+
+
+def hyperparameters(defaults: dict) -> dict:
+    """The run's epochs, batch_size, learning_rate, validation_split: flags over defaults."""
+    hp = dict(defaults)
+    for name in ("epochs", "batch_size", "learning_rate", "validation_split"):
+        if FLAGS[name].value is not None:
+            hp[name] = FLAGS[name].value
+    hp["optimizer"] = FLAGS.optimizer
+    return hp
+
+
+def _preload_output_modules():
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import orbax.checkpoint  # noqa: F401
+
+
+def use_compilation_cache(path: str | None):
+    """Turn on JAX's persistent compilation cache at `path` (every program cached)."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _fast_compile_options():
+    # Halves the CPU compile time of the toy models; their run time is unchanged.
+    return ({"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+            if jax.default_backend() == "cpu" else None)
+
+
+class Run:
+    """One training run of an experiment, writing into `--workdir` (if given)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.workdir = FLAGS.workdir
+        use_compilation_cache(FLAGS.compilation_cache)
+        if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
+            logging.set_verbosity(logging.WARNING)
+        self.t_start = time.perf_counter()
+        if self.workdir:
+            os.makedirs(self.workdir, exist_ok=True)
+            workdir_lib.write_text(self.path("flags.txt"), FLAGS.flags_into_string())
+            # Import what the outputs need while XLA compiles (which releases the GIL).
+            self._preload = threading.Thread(target=_preload_output_modules, daemon=True)
+            self._preload.start()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
+
+    def fit(self, make_model: Callable, x, y, *, loss: str, metrics=(), hp: dict,
+            fast_compile: bool = True) -> rnn_jax.FitResult:
+        """`rnn_jax.fit` with the run's flags; history.jsonl is rewritten every epoch."""
+        num_seeds = FLAGS.num_seeds
+        optimizer = rnn_jax.optimizers.get(hp["optimizer"], hp["learning_rate"])
+        print(f"{self.name}: {x.shape[0]} samples, x {x.shape[1:]}, y {y.shape[1:]}; "
+              f"{hp['optimizer']}(learning_rate={hp['learning_rate']}), batch {hp['batch_size']}, "
+              f"{hp['epochs']} epochs, validation_split {hp['validation_split']}; "
+              f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {FLAGS.seed}")
+        history: dict[str, list] = {}
+
+        def write_history(epoch, logs, state):
+            for k, v in logs.items():
+                history.setdefault(k, []).append(np.asarray(v))
+            if self.workdir:
+                stacked = {k: np.stack(v, axis=-1) for k, v in history.items()}
+                stacked = stacked if num_seeds > 1 else {k: v[0] for k, v in stacked.items()}
+                workdir_lib.write_text(self.path("history.jsonl"),
+                                       workdir_lib.history_lines(stacked, num_seeds))
+
+        result = rnn_jax.fit(
+            make_model, x, y, loss=loss, optimizer=optimizer, metrics=metrics,
+            batch_size=hp["batch_size"], epochs=hp["epochs"],
+            validation_split=hp["validation_split"], seed=FLAGS.seed, num_seeds=num_seeds,
+            callbacks=[write_history],
+            compiler_options=_fast_compile_options() if fast_compile else None)
+        self.result = result
+        return result
+
+    def finish(self, extra_metrics: dict, report: str, plots: Callable[[], list] | None = None):
+        """Print the report; write metrics.json, the checkpoint, report.txt and plots."""
+        print(report)
+        r = self.result
+        metrics = workdir_lib.final_metrics(r.history, r.num_seeds)
+        metrics.update(num_seeds=r.num_seeds, seed=FLAGS.seed,
+                       compile_seconds=r.compile_seconds, train_seconds=r.train_seconds)
+        metrics.update(extra_metrics)
+        if not self.workdir:
+            return metrics
+        self._preload.join()
+        from rnn_jax import checkpoints, plots as plots_lib
+
+        checkpoints.save_train_state(self.path("checkpoint"), r.state)
+        workdir_lib.write_text(self.path("report.txt"), report + "\n")
+        written = [plots_lib.plot_history(
+            r.history, self.path("loss.png"), title=f"{self.name}: loss per epoch")]
+        if plots is not None:
+            written += plots()
+        metrics["wall_seconds"] = time.perf_counter() - self.t_start
+        workdir_lib.write_json(self.path("metrics.json"), metrics)
+        print(f"wrote {self.workdir}: metrics.json, history.jsonl, checkpoint/, report.txt, "
+              + ", ".join(os.path.basename(p) for p in written))
+        return metrics
+
+
+def fmt(a, decimals: int = 3) -> str:
+    """A small array rounded for a report line."""
+    return np.array2string(np.round(np.asarray(a, dtype=float), decimals), separator=", ",
+                           suppress_small=True)

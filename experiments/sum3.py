@@ -1,0 +1,165 @@
+"""Notebook 000: the sum of 3 digits with `SimpleRNN(1, activation='linear')`.
+
+    python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags
+    python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags --input=onehot
+    python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags --num_seeds=64
+
+The cell is `h_t = x_t W + h_{t-1} U + b` (linear), `h_0 = 0`, and the model
+predicts `h_3`. The readable solution adds the digits as they come:
+the digit `d` enters as `e_d = d` and the sum is carried with `U = 1`:
+
+- `--input=scalar`: `x_t = d` `(N, 3, 1)`, so `e_d = d W + b`: `W = 1, U = 1, b = 0`;
+- `--input=onehot`: `x_t` one-hot `(N, 3, 10)`, so `e_d = W_d + b`;
+- `--input=embedding`: `Embedding(10, 10)` ids `(N, 3)`, so `e_d = W_embd[d] W + b`.
+
+Hyperparameters default to the notebook's for each input (scalar: Adam
+1e-3, batch 4, 5 epochs; one-hot: Adam 0.005, batch 8, 8 epochs; embedding:
+Adam 0.01, batch 8, 4 epochs; validation_split 0.2). With `--num_seeds`,
+the report says how many seeds reach the readable solution (`|U - 1|` and
+every `|e_d - d|` at most `--readable_tol`) and what the others found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+
+import rnn_jax
+from experiments import common
+from rnn_jax import readout
+
+FLAGS = flags.FLAGS
+common.define_training_flags()
+flags.DEFINE_enum("input", "scalar", ["scalar", "onehot", "embedding"],
+                  "how the digits are fed: a scalar, one-hot, or through Embedding(10, 10)")
+flags.DEFINE_float("readable_tol", 0.1, "tolerance of the readable-solution test", lower_bound=0)
+
+NOTEBOOK = {  # the notebook's hyperparameters for each part
+    "scalar": dict(learning_rate=1e-3, batch_size=4, epochs=5, validation_split=0.2),
+    "onehot": dict(learning_rate=0.005, batch_size=8, epochs=8, validation_split=0.2),
+    "embedding": dict(learning_rate=0.01, batch_size=8, epochs=4, validation_split=0.2),
+}
+ENCODING = {"scalar": "scalar", "onehot": "onehot", "embedding": "ids"}
+DIGITS = np.arange(10)
+
+
+def make_model_fn(input_kind: str):
+    """`rngs -> Sequential` for the chosen input."""
+    def make(rngs):
+        if input_kind == "embedding":
+            return rnn_jax.Sequential([
+                rnn_jax.Embedding(10, 10, rngs=rngs),
+                rnn_jax.SimpleRNN(1, activation="linear", rngs=rngs)], input_shape=(3,))
+        d = 1 if input_kind == "scalar" else 10
+        return rnn_jax.Sequential(
+            [rnn_jax.SimpleRNN(1, activation="linear", rngs=rngs)], input_shape=(3, d))
+    return make
+
+
+def digit_weights(model, input_kind: str):
+    """`(e (10,), U, W, b)`: the effective input `e_d` of each digit, and the cell's weights."""
+    W, U, b = model.layers[-1].get_weights()
+    if input_kind == "scalar":
+        e = DIGITS * W[0, 0] + b[0]
+    else:
+        e = readout.input_weights_per_token(model)[:, 0]
+    return np.asarray(e), float(U[0, 0]), W, b
+
+
+def is_readable(e, U, tol):
+    return abs(U - 1.0) <= tol and float(np.max(np.abs(e - DIGITS))) <= tol
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    kind = FLAGS.input
+    hp = common.hyperparameters(NOTEBOOK[kind])
+    x, y, ids = rnn_jax.datasets.digits.sum_of_digits(FLAGS.num_samples, seed=FLAGS.data_seed,
+                                                      encoding=ENCODING[kind])
+    run = common.Run(f"sum3 ({kind})")
+    result = run.fit(make_model_fn(kind), x, y, loss="mean_squared_error", hp=hp)
+
+    n = result.num_seeds
+    val_loss = np.atleast_1d(result.history.get("val_loss", result.history["loss"])[..., -1])
+    per_seed = [digit_weights(result.model(i), kind) for i in range(n)]
+    readable = np.array([is_readable(e, U, FLAGS.readable_tol) for e, U, _, _ in per_seed])
+
+    model0 = result.model(0)
+    e0, U0, W0, b0 = per_seed[0]
+    lines = [f"seed {FLAGS.seed}: predictions for the last 5 samples",
+             "  digits      label  prediction"]
+    pred = np.asarray(model0(x[-5:]))
+    for d, lab, p in zip(ids[-5:], y[-5:, 0], pred[:, 0]):
+        lines.append(f"  {d}  {lab:5.0f}  {p:10.4f}")
+    if kind == "scalar":
+        lines.append(f"  W = {W0[0, 0]:.4f}  U = {U0:.4f}  b = {b0[0]:.4g}   (rounded: W = "
+                     f"{np.round(W0[0, 0]):.0f}, U = {np.round(U0):.0f}, b = {np.round(b0[0]):.0f})")
+    else:
+        what = "W + b" if kind == "onehot" else "W_embd . W + b"
+        lines.append(f"  per-digit {what}: {common.fmt(e0, 3)}")
+        lines.append(f"  rounded:            {common.fmt(np.round(e0), 0)}")
+        lines.append(f"  U = {U0:.4f} (rounded {np.round(U0):.0f})")
+    lines.append(f"  readable solution (U = 1, e_d = d within {FLAGS.readable_tol}): "
+                 f"{'yes' if readable[0] else 'no'}")
+    if n == 1 and not readable[0]:
+        lines.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and counts "
+                     "how many do)")
+
+    trace = readout.trace_states(model0, x[-5:])[0]
+    h = trace.states["h"][:, :, 0]
+    lines.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
+    for d, row in zip(ids[-5:], h):
+        lines.append(f"    {d}: h = {common.fmt(row, 2)}")
+
+    extra = {"input": kind, "readable": readable.tolist() if n > 1 else bool(readable[0]),
+             "U": [s[1] for s in per_seed] if n > 1 else U0,
+             "digit_weights": [s[0] for s in per_seed] if n > 1 else e0}
+    if kind == "scalar":
+        extra["W"] = [float(s[2][0, 0]) for s in per_seed] if n > 1 else float(W0[0, 0])
+        extra["b"] = [float(s[3][0]) for s in per_seed] if n > 1 else float(b0[0])
+    if n > 1:
+        frac = float(readable.mean())
+        extra["readable_fraction"] = frac
+        lines.append(f"{n} seeds: {readable.sum()} reach the readable solution "
+                     f"({100 * frac:.0f}%); their median val_loss "
+                     f"{np.median(val_loss[readable]) if readable.any() else float('nan'):.3g}")
+        groups: dict = {}
+        for i, (e, U, _, _) in enumerate(per_seed):
+            if readable[i]:
+                continue
+            slope = np.polyfit(DIGITS, e, 1)[0]
+            groups.setdefault((round(U), round(slope, 1)), []).append(i)
+        if groups:
+            lines.append("  the other solutions (U and the slope of e_d ~ slope * d + c, rounded):")
+        for (U, slope), members in sorted(groups.items(), key=lambda g: -len(g[1])):
+            lines.append(f"    U ~ {U:+d}, slope ~ {slope:+.1f}: {len(members)} seeds, median "
+                         f"val_loss {np.median(val_loss[members]):.3g}")
+        extra["other_solutions"] = [
+            {"U": U, "slope": s, "seeds": [FLAGS.seed + i for i in m]}
+            for (U, s), m in groups.items()]
+    extra["val_loss_readable_median"] = (float(np.median(val_loss[readable]))
+                                         if readable.any() else None)
+
+    def plots():
+        from rnn_jax import plots as P
+        out = [P.plot_token_weights(
+            np.stack([s[0] for s in per_seed]) if n > 1 else e0, run.path("digit_weights.png"),
+            labels=[str(d) for d in DIGITS],
+            title=f"sum3 ({kind}): effective input e_d per digit (readable: e_d = d)")]
+        out.append(P.plot_state_trace(trace, run.path("state_trace.png"),
+                                      xticklabels=[str(d) for d in ids[-5]],
+                                      title="sum3: the carried state h_t (sample -5)"))
+        if n > 1:
+            out.append(P.plot_seed_scatter(
+                np.array([s[1] for s in per_seed]), val_loss, run.path("seeds.png"),
+                xlabel="U (recurrent weight)", ylabel="final val_loss",
+                color=readable.astype(float), color_label="readable (1) or not (0)",
+                title=f"sum3 ({kind}): {n} seeds", ylog_floor=1e-15))
+        return out
+
+    run.finish(extra, "\n".join(lines), plots)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,176 @@
+"""End-to-end runs of the toy training experiments (notebooks 000 and 002)
+from their flagfiles, 2 epochs each, checking every output in the workdir
+against numpy recomputations from the saved checkpoint."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import ROOT
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_module(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def linear_rnn_by_hand(e_NxT, U):
+    """h_t = e_t + h_{t-1} U for a 1-unit linear SimpleRNN, given the inputs' x W + b."""
+    h = np.zeros(e_NxT.shape[0])
+    for t in range(e_NxT.shape[1]):
+        h = e_NxT[:, t] + h * U
+    return h
+
+
+def check_outputs(workdir, epochs, num_seeds=1):
+    for name in ("flags.txt", "metrics.json", "history.jsonl", "report.txt"):
+        assert (workdir / name).is_file(), name
+    for png in workdir.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG
+    assert {p.name for p in workdir.glob("*.png")} >= {"loss.png", "digit_weights.png",
+                                                       "state_trace.png"}
+    assert not list(workdir.glob(".tmp*")) and not list(workdir.glob("*.tmp*"))
+    assert (workdir / "checkpoint").is_dir()
+    lines = (workdir / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, epochs + 1))
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    last = json.loads(lines[-1])
+    for key in ("loss", "val_loss"):
+        assert metrics[key] == last[key]
+        if num_seeds > 1:
+            assert len(metrics[key]) == num_seeds
+    return metrics
+
+
+@pytest.mark.parametrize("kind", ["scalar", "onehot", "embedding"])
+def test_sum3_from_flagfile(tmp_path, kind):
+    from experiments.sum3 import make_model_fn
+    from rnn_jax import checkpoints
+
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      f"--input={kind}", "--epochs=2", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "compiled in" in proc.stdout and "Epoch 2/2" in proc.stdout
+    assert "Epoch 3/" not in proc.stdout
+    metrics = check_outputs(tmp_path, epochs=2)
+    flags_txt = (tmp_path / "flags.txt").read_text()
+    assert f"--input={kind}" in flags_txt and "--epochs=2" in flags_txt
+
+    # The checkpoint holds the trained weights; the report's read-outs follow from them.
+    model = checkpoints.load_weights(make_model_fn(kind)(nnx.Rngs(123)), str(tmp_path / "checkpoint"))
+    W, U, b = (np.asarray(w, np.float64) for w in model.layers[-1].get_weights())
+    if kind == "scalar":
+        e = np.arange(10) * W[0, 0] + b[0]
+        assert metrics["W"] == pytest.approx(W[0, 0], rel=1e-6)
+        assert metrics["b"] == pytest.approx(b[0], rel=1e-6, abs=1e-9)
+    elif kind == "onehot":
+        e = W[:, 0] + b[0]
+    else:
+        E = np.asarray(model.layers[0].get_weights()[0], np.float64)
+        e = E @ W[:, 0] + b[0]
+    np.testing.assert_allclose(metrics["digit_weights"], e, rtol=1e-5, atol=1e-5)
+    assert metrics["U"] == pytest.approx(U[0, 0], rel=1e-6)
+    readable = abs(U[0, 0] - 1) <= 0.1 and np.max(np.abs(e - np.arange(10))) <= 0.1
+    assert metrics["readable"] == readable
+    # The reported predictions for the last 5 samples equal the recurrence by hand.
+    from rnn_jax.datasets.digits import sum_of_digits
+
+    _, y, ids = sum_of_digits(10000, seed=0)
+    report = (tmp_path / "report.txt").read_text().splitlines()
+    start = report.index("  digits      label  prediction") + 1
+    rows = [line.split("]")[1].split() for line in report[start:start + 5]]
+    preds = linear_rnn_by_hand(e[ids[-5:]], U[0, 0])
+    np.testing.assert_allclose([float(r[0]) for r in rows], y[-5:, 0])
+    np.testing.assert_allclose([float(r[1]) for r in rows], preds, rtol=1e-4, atol=2e-4)
+
+
+def test_sum3_many_seeds(tmp_path):
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      "--epochs=2", "--num_seeds=3", "--seed=4", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_outputs(tmp_path, epochs=2, num_seeds=3)
+    assert (tmp_path / "seeds.png").is_file()
+    assert len(metrics["W"]) == len(metrics["U"]) == len(metrics["readable"]) == 3
+    assert metrics["readable_fraction"] == pytest.approx(np.mean(metrics["readable"]))
+    assert "3 seeds:" in proc.stdout
+    # Each seed of the batch is the model a separate run with that seed trains.
+    single = tmp_path / "single"
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      "--epochs=2", "--seed=5", f"--workdir={single}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((single / "metrics.json").read_text())
+    assert one["W"] == pytest.approx(metrics["W"][1], rel=1e-4, abs=1e-5)
+    assert one["U"] == pytest.approx(metrics["U"][1], rel=1e-4, abs=1e-5)
+    assert one["val_loss"] == pytest.approx(metrics["val_loss"][1], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("flagfile", ["contains4", "contains4_sigmoid"])
+def test_contains4_from_flagfile(tmp_path, flagfile):
+    from experiments.contains4 import make_model_fn
+    from rnn_jax import checkpoints
+
+    proc = run_module("experiments.contains4", f"--flagfile=experiments/flags/{flagfile}.flags",
+                      "--epochs=2", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_outputs(tmp_path, epochs=2)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    sigmoid = flagfile.endswith("sigmoid")
+    assert metrics["rnn_activation"] == ("sigmoid" if sigmoid else "linear")
+    model = make_model_fn(metrics["embedding_dim"], metrics["rnn_activation"])(nnx.Rngs(7))
+    checkpoints.load_weights(model, str(tmp_path / "checkpoint"))
+    E = np.asarray(model.layers[0].get_weights()[0], np.float64)
+    W, U, b = (np.asarray(w, np.float64) for w in model.layers[1].get_weights())
+    e = E @ W[:, 0] + b[0]
+    np.testing.assert_allclose(metrics["digit_weights"], e, rtol=1e-5, atol=1e-5)
+    assert metrics["U"] == pytest.approx(U[0, 0], rel=1e-6)
+    assert metrics["detector_pattern"] == bool(e[4] > 0 and np.all(np.delete(e, 4) < 0))
+    # Validation accuracy recomputed by hand from the checkpoint's weights.
+    from rnn_jax.datasets.digits import contains_digit
+
+    _, y, ids = contains_digit(10000, seed=0)
+    ids_val, y_val = ids[8000:], y[8000:, 0]
+    act = (lambda z: 1 / (1 + np.exp(-z))) if sigmoid else (lambda z: z)
+    h = np.zeros(len(ids_val))
+    for t in range(3):
+        h = act(e[ids_val[:, t]] + h * U[0, 0])
+    p = h if sigmoid else 1 / (1 + np.exp(-h))
+    assert metrics["val_accuracy"] == pytest.approx(np.mean((p > 0.5) == y_val), abs=1e-6)
+
+
+@pytest.mark.parametrize("module,bad", [
+    ("experiments.sum3", "--epochs=0"),
+    ("experiments.sum3", "--batch_size=-1"),
+    ("experiments.sum3", "--validation_split=1.0"),
+    ("experiments.sum3", "--learning_rate=0"),
+    ("experiments.sum3", "--input=bogus"),
+    ("experiments.sum3", "--num_seeds=0"),
+    ("experiments.contains4", "--no_such_flag=1"),
+    ("experiments.contains4", "--embedding_dim=0"),
+])
+def test_bad_flags_fail_cleanly(module, bad):
+    flagfile = "sum3" if module.endswith("sum3") else "contains4"
+    proc = run_module(module, f"--flagfile=experiments/flags/{flagfile}.flags", bad)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert bad.split("=")[0].lstrip("-") in proc.stderr
+
+
+def test_sum3_benchmark_quick(tmp_path):
+    # The side-by-side benchmark keeps working (a small run; the real figures
+    # come from `python -m benchmarks.sum3`).
+    out = tmp_path / "sum3.json"
+    proc = run_module("benchmarks.sum3", "--quick", "--nocommands", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["setup"]["samples"] == 1000
+    assert res["keras_tf"]["backend"] == "tensorflow"
+    assert res["rnn_jax"]["train"]["median"] > 0 and res["keras_tf"]["fit"]["median"] > 0
+    assert res["speedup_train_vs_keras_tf"] == pytest.approx(
+        res["keras_tf"]["fit"]["median"] / res["rnn_jax"]["train"]["median"])
+    assert "training speed-up vs Keras-TF fit" in proc.stdout
