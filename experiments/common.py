@@ -3,7 +3,7 @@ with its outputs in `--workdir` (see `rnn_jax.workdir` for the layout).
 
 Common flags: `--workdir`, `--seed`, `--num_seeds`, `--epochs`,
 `--batch_size`, `--learning_rate`, `--validation_split`, `--optimizer`,
-`--data_seed`. Hyperparameters left unset take the notebook's values for the
+`--compilation_cache`; for generated data `--num_samples`, `--data_seed`. Hyperparameters left unset take the notebook's values for the
 chosen variant of the experiment. Bad values stop the command with a one-line
 flag error (exit status 1).
 """
@@ -17,7 +17,7 @@ from typing import Callable
 
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 import rnn_jax
 from rnn_jax import workdir as workdir_lib
@@ -31,6 +31,32 @@ flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "rnn_jax", 
                     "shapes skips XLA compilation); empty to turn it off")
 flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffling; seed i of "
                      "--num_seeds uses seed + i")
+
+
+flags.DEFINE_string("coordinator_address", None, "multi-host runs: host:port of process 0, "
+                    "for jax.distributed.initialize (one command per host)")
+flags.DEFINE_integer("num_processes", None, "multi-host runs: number of processes",
+                     lower_bound=1)
+flags.DEFINE_integer("process_id", None, "multi-host runs: this process's index",
+                     lower_bound=0)
+
+
+def setup():
+    """What every experiment does first: logging, the compilation cache, and
+    `jax.distributed.initialize` when the multi-host flags are given."""
+    if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
+        logging.set_verbosity(logging.WARNING)
+    use_compilation_cache(FLAGS.compilation_cache)
+    if FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
+        if not (FLAGS.coordinator_address and FLAGS.num_processes
+                and FLAGS.process_id is not None):
+            raise app.UsageError("multi-host runs need --coordinator_address, --num_processes "
+                                 "and --process_id together")
+        if FLAGS.process_id >= FLAGS.num_processes:
+            raise app.UsageError(f"--process_id={FLAGS.process_id} must be < "
+                                 f"--num_processes={FLAGS.num_processes}")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id)
 
 
 def define_training_flags():
@@ -47,13 +73,19 @@ def define_training_flags():
                        "before shuffling, used for validation (default: the notebook's)")
     flags.DEFINE_enum("optimizer", "adam", list(rnn_jax.optimizers.NAMES),
                       "optimizer, with Keras' defaults")
-    flags.DEFINE_integer("num_samples", 10000, "number of generated sequences", lower_bound=2)
-    flags.DEFINE_integer("data_seed", 0, "seed of the generated data (the same for every "
-                         "model seed)")
     flags.register_validator("learning_rate", lambda v: v is None or v > 0,
                              message="--learning_rate must be > 0")
     flags.register_validator("validation_split", lambda v: v is None or 0.0 <= v < 1.0,
                              message="--validation_split must be in [0, 1)")
+
+
+def define_generated_data_flags():
+    """Flags of the generated toy data (idempotent)."""
+    if "num_samples" in FLAGS:
+        return
+    flags.DEFINE_integer("num_samples", 10000, "number of generated sequences", lower_bound=2)
+    flags.DEFINE_integer("data_seed", 0, "seed of the generated data (the same for every "
+                         "model seed)")
 
 
 def hyperparameters(defaults: dict) -> dict:
@@ -90,10 +122,8 @@ class Run:
 
     def __init__(self, name: str):
         self.name = name
-        self.workdir = FLAGS.workdir
-        use_compilation_cache(FLAGS.compilation_cache)
-        if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
-            logging.set_verbosity(logging.WARNING)
+        # With several processes (multi-host), process 0 writes the outputs.
+        self.workdir = FLAGS.workdir if jax.process_index() == 0 else None
         self.t_start = time.perf_counter()
         if self.workdir:
             os.makedirs(self.workdir, exist_ok=True)
@@ -106,7 +136,7 @@ class Run:
         return os.path.join(self.workdir, name)
 
     def fit(self, make_model: Callable, x, y, *, loss: str, metrics=(), hp: dict,
-            fast_compile: bool = True) -> rnn_jax.FitResult:
+            fast_compile: bool = True, validation_data=None) -> rnn_jax.FitResult:
         """`rnn_jax.fit` with the run's flags; history.jsonl is rewritten every epoch."""
         num_seeds = FLAGS.num_seeds
         optimizer = rnn_jax.optimizers.get(hp["optimizer"], hp["learning_rate"])
@@ -128,7 +158,8 @@ class Run:
         result = rnn_jax.fit(
             make_model, x, y, loss=loss, optimizer=optimizer, metrics=metrics,
             batch_size=hp["batch_size"], epochs=hp["epochs"],
-            validation_split=hp["validation_split"], seed=FLAGS.seed, num_seeds=num_seeds,
+            validation_split=hp["validation_split"], validation_data=validation_data,
+            seed=FLAGS.seed, num_seeds=num_seeds,
             callbacks=[write_history],
             compiler_options=_fast_compile_options() if fast_compile else None)
         self.result = result

@@ -28,6 +28,7 @@ from rnn_jax import readout
 
 FLAGS = flags.FLAGS
 common.define_training_flags()
+common.define_generated_data_flags()
 flags.DEFINE_integer("embedding_dim", 10, "embedding size E", lower_bound=1)
 flags.DEFINE_enum("rnn_activation", "linear", ["linear", "sigmoid"],
                   "SimpleRNN activation (linear is followed by a sigmoid Activation)")
@@ -53,6 +54,7 @@ def make_model_fn(embedding_dim: int, rnn_activation: str):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.setup()
     act, digit = FLAGS.rnn_activation, FLAGS.digit
     hp = common.hyperparameters(NOTEBOOK[act])
     x, y, ids = rnn_jax.datasets.digits.contains_digit(FLAGS.num_samples, digit=digit,

@@ -109,7 +109,7 @@ def check_summaries(m, d, t, k, model, seed=0):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.use_compilation_cache(FLAGS.compilation_cache)
+    common.setup()
     n, t, d, m, k = FLAGS.N, FLAGS.T, FLAGS.D, FLAGS.M, FLAGS.K
     rngs = nnx.Rngs(FLAGS.seed)
     model = rnn_jax.Sequential(

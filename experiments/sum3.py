@@ -30,6 +30,7 @@ from rnn_jax import readout
 
 FLAGS = flags.FLAGS
 common.define_training_flags()
+common.define_generated_data_flags()
 flags.DEFINE_enum("input", "scalar", ["scalar", "onehot", "embedding"],
                   "how the digits are fed: a scalar, one-hot, or through Embedding(10, 10)")
 flags.DEFINE_float("readable_tol", 0.1, "tolerance of the readable-solution test", lower_bound=0)
@@ -73,6 +74,7 @@ def is_readable(e, U, tol):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.setup()
     kind = FLAGS.input
     hp = common.hyperparameters(NOTEBOOK[kind])
     x, y, ids = rnn_jax.datasets.digits.sum_of_digits(FLAGS.num_samples, seed=FLAGS.data_seed,

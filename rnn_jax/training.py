@@ -104,6 +104,17 @@ class Engine:
     validation_batch_size: int
     shuffle: bool
     init_params: Callable
+    batch_sharding: Any = None  # NamedSharding of a minibatch's sample axis, or None
+
+    def _shard(self, b):
+        """A minibatch array, sharded over the mesh's batch axis when there is one."""
+        if self.batch_sharding is not None:
+            b = jax.lax.with_sharding_constraint(b, self.batch_sharding)
+        return b
+
+    def _batch(self, a, idx_b):
+        """Rows `idx_b` of `a` (sharded like a minibatch)."""
+        return self._shard(jnp.take(a, idx_b, axis=0))
 
     def apply(self, params, x, training=False, key=None):
         """The model's forward pass with these parameters."""
@@ -154,7 +165,8 @@ class Engine:
             params, opt_state = carry
             idx_b, w_b, step = inp
             params, opt_state, sums = self.train_step(
-                params, opt_state, jnp.take(x, idx_b, axis=0), jnp.take(y, idx_b, axis=0), w_b,
+                params, opt_state, self._batch(x, idx_b), self._batch(y, idx_b),
+                self._shard(w_b),
                 jax.random.fold_in(dropout_key, step))
             return (params, opt_state), sums
 
@@ -169,8 +181,9 @@ class Engine:
 
         def body(_, inp):
             idx_b, w_b = inp
-            x_b, y_b = jnp.take(x, idx_b, axis=0), jnp.take(y, idx_b, axis=0)
+            x_b, y_b = self._batch(x, idx_b), self._batch(y, idx_b)
             y_pred = self.apply(params, x_b)
+            w_b = self._shard(w_b)
             return None, self._sums(y_b, y_pred, self.loss(y_b, y_pred), w_b)
 
         _, batch_sums = jax.lax.scan(body, None, (idx, w))
@@ -217,6 +230,18 @@ class FitResult:
         """The trained model of one seed, as a module."""
         return nnx.merge(self.engine.graphdef, self.params(seed_index), self.engine.rest)
 
+    def evaluate(self, x, y) -> dict:
+        """Loss and metrics of every seed's trained model on `(x, y)` (Keras'
+        `evaluate`, in batches of the validation batch size): name -> `(num_seeds,)`
+        numpy array."""
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"evaluate: x has {x.shape[0]} samples and y {y.shape[0]}")
+        sums = jax.jit(jax.vmap(self.engine.evaluate_sums, in_axes=(0, None, None)))(
+            self.state.params, jnp.asarray(x), jnp.asarray(y))
+        sums = jax.device_get(sums)
+        return {k: np.asarray(v / sums["count"]) for k, v in sums.items() if k != "count"}
+
 
 def _model_parts(model, num_seeds):
     """graphdef, rest and `key -> params` from a module or a `rngs -> module` factory."""
@@ -246,6 +271,26 @@ def _model_parts(model, num_seeds):
     return graphdef, rest, init_params
 
 
+def device_mesh(devices, num_seeds: int):
+    """A `('seeds', 'batch')` mesh over `devices`: seeds spread over `gcd(num_seeds,
+    len(devices))` rows, each minibatch over the rest; None for one device."""
+    devices = list(devices)
+    if len(devices) <= 1:
+        return None
+    rows = math.gcd(num_seeds, len(devices))
+    return jax.sharding.Mesh(np.array(devices).reshape(rows, len(devices) // rows),
+                             ("seeds", "batch"),
+                             axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def _to_host(tree):
+    """numpy copies of (possibly multi-process) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -268,7 +313,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         validation_data=None, shuffle: bool = True, seed: int = 0, num_seeds: int = 1,
         validation_batch_size: int | None = None, from_logits: bool = False,
         verbose: int = 1, callbacks: Sequence[Callable] = (),
-        compiler_options: dict | None = None,
+        compiler_options: dict | None = None, devices: Sequence | None = None,
         print_fn: Callable[[str], None] = print) -> FitResult:
     """Train like `keras.Model.fit`, compiled, for one seed or `num_seeds` at once.
 
@@ -289,6 +334,10 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       verbose: 1 prints the compile time and one line per epoch; 0 is quiet.
       callbacks: each called as `cb(epoch, logs, state)` after every epoch
         (epoch counted from 1; logs as numpy arrays with a seed axis).
+      devices: the devices to train on (default: all, `jax.devices()`). With
+        several, the seeds and each minibatch are sharded over a
+        `('seeds', 'batch')` mesh (`device_mesh`); results equal the
+        one-device run within float rounding (sums are reduced across devices).
       compiler_options: XLA options for compiling the programs, e.g.
         `{"xla_backend_optimization_level": 0}` halves the CPU compile time
         of tiny models without slowing them.
@@ -330,13 +379,28 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         metrics=metric_fns, optimizer=optimizers_lib.get(optimizer), batch_size=batch_size,
         validation_batch_size=validation_batch_size or batch_size, shuffle=shuffle,
         init_params=init_params)
+    mesh = device_mesh(jax.devices() if devices is None else devices, num_seeds)
+    if mesh is None:
+        vmap_kw, seed_sh, rep_sh = {}, None, None
+    else:
+        P = jax.sharding.PartitionSpec
+        engine = dataclasses.replace(
+            engine, batch_sharding=jax.sharding.NamedSharding(mesh, P("batch")))
+        vmap_kw = {"spmd_axis_name": "seeds"}
+        seed_sh = jax.sharding.NamedSharding(mesh, P("seeds"))
+        rep_sh = jax.sharding.NamedSharding(mesh, P())
 
     keys = jax.vmap(jax.random.key)(jnp.arange(seed, seed + num_seeds))
-    data = tuple(jnp.asarray(a) for a in (x, y, x_val, y_val) if a is not None)
+    data = tuple(jnp.asarray(a) if rep_sh is None else jax.device_put(a, rep_sh)
+                 for a in (x, y, x_val, y_val) if a is not None)
     t0 = time.perf_counter()
-    init_lowered = jax.jit(jax.vmap(engine.init)).lower(keys)
-    epoch_lowered = jax.jit(jax.vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(data)),
-                            donate_argnums=0).lower(init_lowered.out_info, *data)
+    init_lowered = jax.jit(jax.vmap(engine.init, **vmap_kw), in_shardings=seed_sh,
+                           out_shardings=seed_sh).lower(keys)
+    epoch_lowered = jax.jit(
+        jax.vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(data), **vmap_kw),
+        in_shardings=None if mesh is None else (seed_sh,) + (rep_sh,) * len(data),
+        out_shardings=None if mesh is None else (seed_sh, seed_sh),
+        donate_argnums=0).lower(init_lowered.out_info, *data)
     # XLA compiles outside the GIL: the two programs compile side by side.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         init_future = pool.submit(init_lowered.compile, compiler_options)
@@ -355,7 +419,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         state, logs = compiled(state, *data)
-        logs = jax.device_get(logs)
+        logs = _to_host(logs)
         logs = {k: logs[k] for k in names if k in logs}  # Keras' order
         dt = time.perf_counter() - t0
         train_seconds += dt

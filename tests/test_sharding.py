@@ -1,0 +1,64 @@
+"""Training over several devices (a `('seeds', 'batch')` mesh) equals the
+one-device run. Runs in a subprocess with 4 forced host CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = r"""
+import json
+import jax, numpy as np
+import rnn_jax
+from rnn_jax.training import device_mesh
+
+assert len(jax.devices()) == 4, jax.devices()
+x, y, _ = rnn_jax.datasets.digits.sum_of_digits(300, seed=1)
+yc = rnn_jax.datasets.to_categorical((y[:, 0] > 13).astype(int), 2)
+
+def make(rngs):
+    return rnn_jax.Sequential([rnn_jax.LSTM(6, rngs=rngs), rnn_jax.Dense(2, rngs=rngs),
+                               rnn_jax.Activation("softmax")], input_shape=(3, 1))
+
+out = []
+for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
+    kw = dict(loss="categorical_crossentropy", metrics=["accuracy"], batch_size=batch, epochs=2,
+              validation_split=0.2, seed=3, num_seeds=num_seeds, verbose=0)
+    many = rnn_jax.fit(make, x, yc, **kw)
+    one = rnn_jax.fit(make, x, yc, devices=jax.devices()[:1], **kw)
+    mesh = device_mesh(jax.devices(), num_seeds)
+    leaf = jax.tree.leaves(many.state.params)[0]
+    out.append({
+        "num_seeds": num_seeds, "mesh": dict(mesh.shape),
+        "devices_used": len(leaf.sharding.device_set),
+        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in zip(jax.tree.leaves(many.state.params),
+                                          jax.tree.leaves(one.state.params))),
+        "loss_diff": float(np.max(np.abs(many.history["loss"] - one.history["loss"]))),
+        "acc_diff": float(np.max(np.abs(many.history["val_accuracy"]
+                                        - one.history["val_accuracy"]))),
+        "one_device_set": len(jax.tree.leaves(one.state.params)[0].sharding.device_set),
+    })
+print(json.dumps(out))
+"""
+
+
+def test_fit_on_four_devices_equals_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    meshes = {r["num_seeds"]: r["mesh"] for r in results}
+    # gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
+    assert meshes == {1: {"seeds": 1, "batch": 4}, 2: {"seeds": 2, "batch": 2},
+                      3: {"seeds": 1, "batch": 4}, 4: {"seeds": 4, "batch": 1}}
+    for r in results:
+        assert r["devices_used"] == 4 and r["one_device_set"] == 1, r
+        # Same training up to float rounding (sums reduced across devices).
+        assert r["param_diff"] < 1e-5, r
+        assert r["loss_diff"] < 1e-5, r
+        assert r["acc_diff"] <= 1 / 60 + 1e-9, r  # at most one borderline sample flips
