@@ -144,16 +144,12 @@ class Run:
               f"{hp['optimizer']}(learning_rate={hp['learning_rate']}), batch {hp['batch_size']}, "
               f"{hp['epochs']} epochs, validation_split {hp['validation_split']}; "
               f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {FLAGS.seed}")
-        history: dict[str, list] = {}
+        lines: list[str] = []
 
         def write_history(epoch, logs, state):
-            for k, v in logs.items():
-                history.setdefault(k, []).append(np.asarray(v))
             if self.workdir:
-                stacked = {k: np.stack(v, axis=-1) for k, v in history.items()}
-                stacked = stacked if num_seeds > 1 else {k: v[0] for k, v in stacked.items()}
-                workdir_lib.write_text(self.path("history.jsonl"),
-                                       workdir_lib.history_lines(stacked, num_seeds))
+                lines.append(workdir_lib.history_line(epoch, logs, num_seeds))
+                workdir_lib.write_text(self.path("history.jsonl"), "".join(lines))
 
         result = rnn_jax.fit(
             make_model, x, y, loss=loss, optimizer=optimizer, metrics=metrics,

@@ -30,26 +30,25 @@ def _pure(state):
 
 def save_train_state(path: str, state, *, force: bool = True) -> str:
     """Save a `TrainState` (params, optimizer state, key, epoch) to `path`."""
-    path = os.path.abspath(path)
     opt_state = jax.tree.map(np.asarray, state.opt_state,
                              is_leaf=lambda x: isinstance(x, nnx.Variable))
-    tree = {
+    return _save(path, {
         "params": _pure(state.params),
         "opt_state": opt_state,
         "key": np.asarray(jax.random.key_data(state.key)),
         "epoch": np.asarray(state.epoch),
-    }
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, tree, force=force)
-        ckptr.wait_until_finished()
-    return path
+    }, force)
 
 
 def save_weights(path: str, model, *, force: bool = True) -> str:
     """Save a module's parameters to `path`."""
+    return _save(path, {"params": _pure(nnx.state(model, nnx.Param))}, force)
+
+
+def _save(path: str, tree: dict, force: bool) -> str:
     path = os.path.abspath(path)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, {"params": _pure(nnx.state(model, nnx.Param))}, force=force)
+        ckptr.save(path, tree, force=force)
         ckptr.wait_until_finished()
     return path
 

@@ -13,6 +13,21 @@ from rnn_jax.core import Embedding, Masking
 from rnn_jax.recurrent import RNN, Bidirectional
 
 
+def apply_layer(layer, x, mask=None, training: bool = False, key=None):
+    """One layer of a chain with Keras' mask passing: `(outputs, mask for the next layer)`.
+
+    `Embedding(mask_zero=True)` and `Masking` make a `(B, T)` mask; a
+    recurrent layer consumes it and passes it on only when it returns
+    sequences; other layers pass it through unchanged.
+    """
+    if isinstance(layer, (Embedding, Masking)):
+        return layer(x, training=training, key=key), layer.compute_mask(x, mask)
+    y = layer(x, mask=mask, training=training, key=key)
+    if isinstance(layer, (RNN, Bidirectional)) and not layer.return_sequences:
+        mask = None
+    return y, mask
+
+
 class Sequential(Layer):
     """Keras' `Sequential`: `y = layer_n(... layer_1(x))`.
 
@@ -80,16 +95,7 @@ class Sequential(Layer):
         x = inputs
         for i, layer in enumerate(self.layers):
             k = None if key is None else jax.random.fold_in(key, i)
-            if isinstance(layer, (Embedding, Masking)):
-                new_mask = layer.compute_mask(x, mask)
-                x = layer(x, training=training, key=k)
-                mask = new_mask
-            elif isinstance(layer, (RNN, Bidirectional)):
-                x = layer(x, mask=mask, training=training, key=k)
-                if not layer.return_sequences:
-                    mask = None
-            else:
-                x = layer(x, mask=mask, training=training, key=k)
+            x, mask = apply_layer(layer, x, mask, training=training, key=k)
         if not self.built:  # the layers built themselves on this first call
             self.built = all(layer.built for layer in self.layers)
         return x

@@ -26,7 +26,7 @@ from flax import nnx
 from rnn_jax.base import Layer, as_float
 from rnn_jax.cells import LSTMState, SimpleRNNCell, StackedRNNCells
 from rnn_jax.core import Activation, Dense, Embedding, Masking
-from rnn_jax.models import Sequential
+from rnn_jax.models import Sequential, apply_layer
 from rnn_jax.recurrent import RNN, Bidirectional
 
 # -- names and the summary table ------------------------------------------------------
@@ -300,13 +300,6 @@ def _trace_layer(layer, x, mask, name, index) -> list[LayerTrace]:
     return _trace_rnn(layer, x, mask, name, index, "backward" if layer.go_backwards else "forward")
 
 
-def _call_unchanged(layer, x, mask):
-    """`layer(x, mask=mask)` leaving a stateful layer's kept states as they were."""
-    if getattr(layer, "stateful", False):
-        layer = nnx.clone(layer)
-    return layer(x, mask=mask)
-
-
 def trace_states(model, x, mask=None) -> list[LayerTrace]:
     """Hidden states and gates of every recurrent layer at every time step.
 
@@ -336,17 +329,11 @@ def trace_states(model, x, mask=None) -> list[LayerTrace]:
         raise ValueError("trace_states: the model has no recurrent layer to trace")
     traces = []
     for i, (name, layer) in enumerate(zip(layer_names(layers), layers)):
-        if isinstance(layer, (Embedding, Masking)):
-            new_mask = layer.compute_mask(x, mask)
-            x = layer(x)
-            mask = new_mask
-        elif isinstance(layer, (RNN, Bidirectional)):
+        if isinstance(layer, (RNN, Bidirectional)):
             traces += _trace_layer(layer, x, mask, name, i)
-            x = _call_unchanged(layer, x, mask)
-            if not layer.return_sequences:
-                mask = None
-        else:
-            x = layer(x, mask=mask)
+            if getattr(layer, "stateful", False):
+                layer = nnx.clone(layer)  # leave the kept states as they were
+        x, mask = apply_layer(layer, x, mask)
     return traces
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, NamedTuple, Sequence
@@ -192,12 +193,31 @@ class Engine:
     def run_epoch(self, state: TrainState, x, y, x_val=None, y_val=None):
         """Train one epoch, then validate; returns `(state, logs)` with Keras' names."""
         state, sums = self.train_epoch(state, x, y)
-        logs = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+        logs = _means(sums)
         if x_val is not None:
-            vsums = self.evaluate_sums(state.params, x_val, y_val)
-            logs.update({f"val_{k}": v / vsums["count"] for k, v in vsums.items()
-                         if k != "count"})
+            logs.update(_means(self.evaluate_sums(state.params, x_val, y_val), prefix="val_"))
         return state, logs
+
+
+def _means(sums: dict, prefix: str = "") -> dict:
+    """Sums plus a `count` -> means, named `prefix + name`."""
+    return {prefix + k: v / sums["count"] for k, v in sums.items() if k != "count"}
+
+
+def _metric_fns(metrics, y_shape, y_pred_shape) -> dict:
+    """History name -> per-sample metric function (`'acc'` is named `'accuracy'`)."""
+    def name(m):
+        if not isinstance(m, str):
+            return m.__name__
+        return "accuracy" if m == "acc" else m
+    return {name(m): metrics_lib.get(m, y_shape, y_pred_shape) for m in metrics}
+
+
+def stack_history(per_epoch: dict, num_seeds: int) -> dict:
+    """name -> list of per-epoch `(num_seeds,)` arrays  ->  name -> `(num_seeds, E)`
+    array, or `(E,)` for one seed (`fit`'s history layout)."""
+    hist = {k: np.stack(v, axis=-1) for k, v in per_epoch.items()}
+    return hist if num_seeds > 1 else {k: v[0] for k, v in hist.items()}
 
 
 @dataclasses.dataclass
@@ -220,11 +240,15 @@ class FitResult:
     compile_seconds: float
     train_seconds: float
 
+    @functools.cached_property
+    def _host_params(self):
+        return _to_host(self.state.params)  # fetched once for all the seeds
+
     def params(self, seed_index: int = 0) -> nnx.State:
         """The trained parameters of one seed."""
         if not 0 <= seed_index < self.num_seeds:
             raise IndexError(f"seed_index {seed_index} out of range for {self.num_seeds} seeds")
-        return jax.tree.map(lambda a: a[seed_index], self.state.params)
+        return jax.tree.map(lambda a: jnp.asarray(a[seed_index]), self._host_params)
 
     def model(self, seed_index: int = 0):
         """The trained model of one seed, as a module."""
@@ -239,8 +263,7 @@ class FitResult:
             raise ValueError(f"evaluate: x has {x.shape[0]} samples and y {y.shape[0]}")
         sums = jax.jit(jax.vmap(self.engine.evaluate_sums, in_axes=(0, None, None)))(
             self.state.params, jnp.asarray(x), jnp.asarray(y))
-        sums = jax.device_get(sums)
-        return {k: np.asarray(v / sums["count"]) for k, v in sums.items() if k != "count"}
+        return {k: np.asarray(v) for k, v in _means(_to_host(sums)).items()}
 
 
 def _model_parts(model, num_seeds):
@@ -372,8 +395,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     y_pred_shape = jax.eval_shape(
         lambda p: nnx.merge(graphdef, p, rest)(x[:1]),
         jax.eval_shape(init_params, jax.random.key(0))).shape
-    metric_fns = {("accuracy" if m == "acc" else (m if isinstance(m, str) else m.__name__)):
-                  metrics_lib.get(m, y.shape, y_pred_shape) for m in metrics}
+    metric_fns = _metric_fns(metrics, y.shape, y_pred_shape)
     engine = Engine(
         graphdef=graphdef, rest=rest, loss=losses_lib.get(loss, from_logits=from_logits),
         metrics=metric_fns, optimizer=optimizers_lib.get(optimizer), batch_size=batch_size,
@@ -430,10 +452,8 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         for cb in callbacks:
             cb(epoch, logs, state)
 
-    hist = {k: np.stack(v, axis=-1) for k, v in history.items()}  # (seeds, epochs)
-    if num_seeds == 1:
-        hist = {k: v[0] for k, v in hist.items()}
-    result = FitResult(hist, state, engine, num_seeds, compile_seconds, train_seconds)
+    result = FitResult(stack_history(history, num_seeds), state, engine, num_seeds,
+                       compile_seconds, train_seconds)
     if isinstance(model, nnx.Module):
         nnx.update(model, result.params(0))
     return result
@@ -448,11 +468,9 @@ def evaluate(model, x, y, *, loss, metrics: Sequence[str] = (), batch_size: int 
     y_pred_shape = jax.eval_shape(lambda: model(x[:1])).shape
     engine = Engine(graphdef=graphdef, rest=rest,
                     loss=losses_lib.get(loss, from_logits=from_logits),
-                    metrics={("accuracy" if m == "acc" else m): metrics_lib.get(m, y.shape,
-                                                                              y_pred_shape)
-                             for m in metrics},
+                    metrics=_metric_fns(metrics, y.shape, y_pred_shape),
                     optimizer=optax.identity(), batch_size=batch_size,
                     validation_batch_size=batch_size, shuffle=False,
                     init_params=lambda key: params)
     sums = jax.jit(engine.evaluate_sums)(params, jnp.asarray(x), jnp.asarray(y))
-    return {k: float(v / sums["count"]) for k, v in sums.items() if k != "count"}
+    return {k: float(v) for k, v in _means(sums).items()}

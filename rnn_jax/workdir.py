@@ -17,7 +17,6 @@ Layout of `<workdir>/`:
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 
@@ -60,31 +59,17 @@ def write_json(path: str, obj) -> str:
     return write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
-def history_lines(history: dict, num_seeds: int = 1) -> str:
-    """Per-epoch JSON lines from a `fit` history (`(E,)` or `(S, E)` arrays)."""
-    if not history:
-        return ""
-    epochs = np.asarray(next(iter(history.values()))).shape[-1]
-    lines = []
-    for e in range(epochs):
-        row = {"epoch": e + 1}
-        for k, v in history.items():
-            v = np.asarray(v)
-            row[k] = v[..., e] if num_seeds > 1 else v[e]
-        lines.append(json.dumps(_jsonable(row)))
-    return "\n".join(lines) + "\n"
+def history_line(epoch: int, logs: dict, num_seeds: int = 1) -> str:
+    """One epoch's JSON line, `{"epoch": 1, "loss": ...}`, from `fit`'s per-epoch
+    logs (`(num_seeds,)` arrays: a list per seed when `num_seeds > 1`)."""
+    row = {"epoch": epoch}
+    for k, v in logs.items():
+        v = np.asarray(v).reshape(-1)
+        row[k] = v if num_seeds > 1 else v[0]
+    return json.dumps(_jsonable(row)) + "\n"
 
 
 def final_metrics(history: dict, num_seeds: int = 1) -> dict:
     """The last epoch's value of every history entry (a list per seed when many)."""
     return {k: (np.asarray(v)[..., -1] if num_seeds > 1 else float(np.asarray(v)[-1]))
             for k, v in history.items()}
-
-
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
-
-
-def is_finite(value) -> bool:
-    return all(math.isfinite(float(v)) for v in np.ravel(np.asarray(value, dtype=float)))
