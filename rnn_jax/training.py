@@ -73,6 +73,32 @@ def train_validation_split(n: int, validation_split: float) -> int:
     return split_at
 
 
+def shuffled_order(key, n: int) -> jax.Array:
+    """A uniformly random permutation of `range(n)`, int32 `(n,)`.
+
+    `jax.random.permutation` sorts (key, value) pairs over several rounds,
+    and XLA's CPU sort of pairs is slow (about 6.5 ms for n = 8,000; 330 ms
+    for 64 seeds under `vmap`, more than training sum3 itself). Here each
+    round sorts ONE uint32 array: random high bits with the position packed
+    into the low `b = bit_length(n - 1)` bits, so the sorted values read back
+    as a random order of positions (4-8x faster on CPU). Ties in the
+    `32 - b` random bits keep their order; `rounds` independent rounds
+    make a pair tied in every round at most `n**-3` likely, the bound
+    `jax.random.permutation` keeps. Beyond `n = 2**24` it is
+    `jax.random.permutation`.
+    """
+    b = max(1, (n - 1).bit_length())
+    if b > 24:
+        return jax.random.permutation(key, n)
+    rounds = -(-3 * b // (32 - b))
+    positions = jnp.arange(n, dtype=jnp.uint32)
+    order = positions
+    for k in jax.random.split(key, rounds):
+        packed = (jax.random.bits(k, (n,), jnp.uint32) << b) | positions
+        order = order[jax.lax.sort(packed) & jnp.uint32((1 << b) - 1)]
+    return order.astype(jnp.int32)
+
+
 def _batches(n: int, batch_size: int, order):
     """`order (n,)` -> indices `(nb, bs)` and weights `(nb, bs)`; the pad has weight 0."""
     bs = min(batch_size, n)
@@ -159,7 +185,7 @@ class Engine:
         n = x.shape[0]
         epoch_key = jax.random.fold_in(state.key, state.epoch)
         shuffle_key, dropout_key = jax.random.split(epoch_key)
-        order = jax.random.permutation(shuffle_key, n) if self.shuffle else jnp.arange(n)
+        order = shuffled_order(shuffle_key, n) if self.shuffle else jnp.arange(n)
         idx, w = _batches(n, self.batch_size, order)
 
         def body(carry, inp):
@@ -231,6 +257,8 @@ class FitResult:
       num_seeds: how many models were trained.
       compile_seconds: time to compile the epoch program.
       train_seconds: time spent running epochs (after compilation).
+      epoch_seconds: the wall time of each epoch (its program and the logs'
+        copy to the host), `(epochs,)`.
     """
 
     history: dict
@@ -239,6 +267,7 @@ class FitResult:
     num_seeds: int
     compile_seconds: float
     train_seconds: float
+    epoch_seconds: list = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def _host_params(self):
@@ -437,14 +466,14 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     names = ["loss", *metric_fns]
     names += [f"val_{k}" for k in names]
     history: dict[str, list] = {}
-    train_seconds = 0.0
+    epoch_seconds = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         state, logs = compiled(state, *data)
         logs = _to_host(logs)
         logs = {k: logs[k] for k in names if k in logs}  # Keras' order
         dt = time.perf_counter() - t0
-        train_seconds += dt
+        epoch_seconds.append(dt)
         for k, v in logs.items():
             history.setdefault(k, []).append(np.asarray(v))
         if verbose:
@@ -453,7 +482,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
             cb(epoch, logs, state)
 
     result = FitResult(stack_history(history, num_seeds), state, engine, num_seeds,
-                       compile_seconds, train_seconds)
+                       compile_seconds, float(sum(epoch_seconds)), epoch_seconds)
     if isinstance(model, nnx.Module):
         nnx.update(model, result.params(0))
     return result
