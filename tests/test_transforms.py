@@ -250,27 +250,43 @@ def _scan_bodies(jaxpr):
     ("lstm_input_dropout", lambda: R.LSTM(U, dropout=0.3, rngs=nnx.Rngs(0),
                                           input_shape=(None, D)), 4),
 ], ids=["simple_rnn", "gru", "lstm", "lstm_input_dropout"])
-def test_input_projection_is_hoisted(name, make, gates):
+@pytest.mark.parametrize("in_loop", [False, True], ids=["before_loop", "in_loop"])
+def test_input_projection_placement(name, make, gates, in_loop):
+    """`project_in_loop=False`: one `(B, T, D) x (D, G*U)` matmul before the scan
+    and only the recurrent matmul inside; True: both matmuls per step, none
+    outside. Both give the same outputs (the default is True on CPU)."""
     layer = make()
-    graphdef, state = nnx.split(layer)
+    cell = layer.cell
     training = "dropout" in name
+    masks = cell.dropout_masks(jax.random.key(0), B, training)
 
-    def f(state, x):
-        return nnx.merge(graphdef, state)(x, training=training, key=jax.random.key(0))
+    def f(params, x):
+        return R.scan_cell(cell, params, x, cell.get_initial_state(B), masks,
+                           project_in_loop=in_loop)[1]
 
-    jaxpr = jax.make_jaxpr(f)(state, _x(0)).jaxpr
+    jaxpr = jax.make_jaxpr(f)(cell.params(), _x(0)).jaxpr
     bodies = _scan_bodies(jaxpr)
     assert len(bodies) == 1, "expected exactly one scan"
     outside = [e for e in _eqns(jaxpr, into_scan=False) if e.primitive.name == "dot_general"]
-    # the kernel matmul over all time steps: (B, T, D) x (D, G*U) -> (B, T, G*U)
-    hoisted = [e for e in outside
-               if tuple(e.outvars[0].aval.shape) == (B, T, gates * U)
-               and tuple(e.invars[0].aval.shape) == (B, T, D)]
-    assert len(hoisted) == 1, [tuple(e.outvars[0].aval.shape) for e in outside]
     inside = [e for e in _eqns(bodies[0], into_scan=True) if e.primitive.name == "dot_general"]
-    assert len(inside) == 1, f"{len(inside)} matmuls per step"
-    assert tuple(inside[0].invars[1].aval.shape) == (U, gates * U)
     assert not any(len(e.invars[0].aval.shape) == 3 for e in inside)
+    recurrent = [e for e in inside if tuple(e.invars[1].aval.shape) == (U, gates * U)]
+    assert len(recurrent) == 1, f"{len(recurrent)} recurrent matmuls per step"
+    if in_loop:
+        assert not outside, [tuple(e.outvars[0].aval.shape) for e in outside]
+        kernel = [e for e in inside if tuple(e.invars[1].aval.shape) == (D, gates * U)]
+        assert len(kernel) == 1 and len(inside) == 2
+    else:
+        # the kernel matmul over all time steps: (B, T, D) x (D, G*U) -> (B, T, G*U)
+        hoisted = [e for e in outside
+                   if tuple(e.outvars[0].aval.shape) == (B, T, gates * U)
+                   and tuple(e.invars[0].aval.shape) == (B, T, D)]
+        assert len(hoisted) == 1, [tuple(e.outvars[0].aval.shape) for e in outside]
+        assert len(inside) == 1, f"{len(inside)} matmuls per step"
+    other = jax.jit(lambda p, x: R.scan_cell(cell, p, x, cell.get_initial_state(B), masks,
+                                             project_in_loop=not in_loop)[1])
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(cell.params(), _x(0))),
+                               np.asarray(other(cell.params(), _x(0))), rtol=1e-5, atol=1e-6)
 
 
 # -- gradients ------------------------------------------------------------------------------
