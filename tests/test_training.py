@@ -28,6 +28,7 @@ backend, whose gradients are dense) uses the dense gradient; the
 
 from __future__ import annotations
 
+import collections
 import math
 
 import jax
@@ -858,3 +859,25 @@ def test_load_weights_missing_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         checkpoints.load_weights(small_factory(nnx.Rngs(0)), str(missing))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 1395, 8000, 70000])
+def test_shuffled_order_is_a_permutation(n):
+    order = np.asarray(training.shuffled_order(jax.random.key(n), n))
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+def test_shuffled_order_is_uniform():
+    # All 24 orders of 4 items, each 1/24 likely: counts within 5 sigma of the
+    # binomial expectation; and each item lands in each position 1/4 of the time.
+    draws = 24000
+    keys = jax.random.split(jax.random.key(7), draws)
+    orders = np.asarray(jax.jit(jax.vmap(lambda k: training.shuffled_order(k, 4)))(keys))
+    counts = collections.Counter(map(tuple, orders.tolist()))
+    assert len(counts) == 24
+    p = 1 / 24
+    sigma = np.sqrt(draws * p * (1 - p))
+    assert max(abs(c - draws * p) for c in counts.values()) < 5 * sigma
+    freq = np.array([[np.mean(orders[:, i] == j) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(freq, 0.25, atol=5 * np.sqrt(0.25 * 0.75 / draws))

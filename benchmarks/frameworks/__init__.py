@@ -1,0 +1,1 @@
+"""One module per framework timed by `benchmarks.compare`; see `benchmarks.worker`."""

@@ -1,0 +1,223 @@
+"""Tables, ratios and plots of `benchmarks.compare`'s results (no flags here).
+
+`collect` turns the workers' outputs into one entry per task; `ratios` states
+the figures the targets are written in (speed-ups, time against the floor,
+seeds against one seed, forward against Flax and PyTorch); `format_table` and
+`format_ratios` print them; `plot_forward` and `plot_seeds` draw the PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from benchmarks import workloads
+
+FRAMEWORKS = ("rnn_jax_fit", "floor", "flax_rnn", "keras_jax", "keras_tf", "pytorch")
+LABELS = {"rnn_jax_fit": "rnn_jax", "floor": "floor (lax.scan)", "flax_rnn": "flax nnx.RNN",
+          "keras_jax": "Keras-JAX", "keras_tf": "Keras-TF", "pytorch": "PyTorch"}
+
+
+# -- summarising ------------------------------------------------------------------
+
+
+def stats(times):
+    t = np.asarray(times, float)
+    return {"median": float(np.median(t)), "min": float(t.min()), "max": float(t.max()),
+            "runs": int(t.size)}
+
+
+def _key(task):
+    return json.dumps({k: v for k, v in task.items() if k not in ("repeats", "data_path")},
+                      sort_keys=True)
+
+
+def collect(outputs: dict) -> dict:
+    """`{task key: {framework: {steady, compile, note} | {error} | ...}}`."""
+    table = {}
+    for fw, out in outputs.items():
+        for rec in out.get("results", []):
+            entry = table.setdefault(_key(rec["task"]), {"task": rec["task"]})
+            if rec.get("unsupported"):
+                continue
+            if "error" in rec:
+                entry[fw] = {"error": rec["error"]}
+                continue
+            steady = stats(rec["times"])
+            compile_s = rec.get("compile", rec["first"] - steady["median"])
+            entry[fw] = {"steady": steady, "compile": float(max(compile_s, 0.0)),
+                         "first": rec["first"], "note": rec.get("note")}
+    return table
+
+
+def _median(table, task, fw):
+    e = table.get(_key(task), {}).get(fw)
+    return None if not e or "steady" not in e else e["steady"]["median"]
+
+
+def ratios(table, tasks) -> dict:
+    """The figures the targets are stated in, from the medians of one run."""
+    out = {}
+    by_kind = {}
+    for t in tasks:
+        by_kind.setdefault(t["kind"], []).append(t)
+    for t in by_kind.get("sum3", []) + by_kind.get("reuters", []):
+        name = t["kind"] if t["kind"] == "sum3" else f"reuters_{t['model']}"
+        ours = _median(table, t, "rnn_jax_fit")
+        if ours is None:
+            continue
+        r = {}
+        for fw in ("keras_tf", "keras_jax", "flax_rnn", "pytorch"):
+            other = _median(table, t, fw)
+            if other is not None:
+                r[f"speedup_vs_{fw}"] = other / ours
+        floor = _median(table, t, "floor")
+        if floor is not None:
+            r["time_vs_floor"] = ours / floor
+        out[name] = r
+    seeds = {t["num_seeds"]: _median(table, t, "rnn_jax_fit") for t in by_kind.get("seeds", [])}
+    if seeds.get(1):
+        out["seeds"] = {f"time_{s}_vs_1": v / seeds[1] for s, v in seeds.items() if v}
+        floor = {t["num_seeds"]: _median(table, t, "floor") for t in by_kind.get("seeds", [])}
+        if floor.get(1):
+            out["seeds"].update({f"floor_time_{s}_vs_1": v / floor[1]
+                                 for s, v in floor.items() if v})
+    fwd = []
+    for t in by_kind.get("forward", []):
+        ours, flax_t, torch_t = (_median(table, t, fw) for fw in ("rnn_jax_fit", "flax_rnn",
+                                                                   "pytorch"))
+        if ours is None:
+            continue
+        fwd.append({"point": {k: t[k] for k in ("cell", "batch", "steps", "units")},
+                    "vs_flax": None if flax_t is None else ours / flax_t,
+                    "vs_torch": None if torch_t is None else ours / torch_t})
+    if fwd:
+        vs_flax = [f for f in fwd if f["vs_flax"] is not None]
+        out["forward"] = {
+            "points": fwd,
+            "worst_vs_flax": max(vs_flax, key=lambda f: f["vs_flax"]) if vs_flax else None,
+            "slower_than_flax": [f for f in vs_flax if f["vs_flax"] > 1.0],
+            "torch_faster": [f for f in fwd if f["vs_torch"] is not None and f["vs_torch"] > 1.0],
+        }
+    return out
+
+
+def _task_label(t):
+    if t["kind"] == "sum3":
+        return f"sum3 {t['num_samples']} samples, {t['epochs']} epochs (training)"
+    if t["kind"] == "reuters":
+        return f"Reuters {t['model']}, one epoch"
+    if t["kind"] == "seeds":
+        return f"sum3 x {t['num_seeds']} seeds (training)"
+    return f"forward {t['cell']} B={t['batch']} T={t['steps']} U={t['units']}"
+
+
+def format_table(table, tasks, frameworks) -> str:
+    """One row per task: median [min, max] seconds per framework, compile apart."""
+    lines = []
+    head = f"{'work':44s}" + "".join(f"{LABELS[fw]:>26s}" for fw in frameworks)
+    lines += [head, "-" * len(head)]
+    for t in tasks:
+        row = table.get(_key(t), {})
+        cells, comp = [], []
+        for fw in frameworks:
+            e = row.get(fw)
+            if e is None:
+                cells.append("-")
+                comp.append("")
+            elif "error" in e:
+                cells.append("error")
+                comp.append("")
+            else:
+                s = e["steady"]
+                cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])},{_fmt(s['max'])}]")
+                comp.append(f"+{_fmt(e['compile'])} compile")
+        lines.append(f"{_task_label(t):44s}" + "".join(f"{c:>26s}" for c in cells))
+        if any(comp):
+            lines.append(f"{'':44s}" + "".join(f"{c:>26s}" for c in comp))
+    return "\n".join(lines)
+
+
+def _fmt(s):
+    return f"{s * 1e3:.3g}ms" if s < 1 else f"{s:.3g}s"
+
+
+def format_ratios(r) -> str:
+    lines = []
+    for name in ("sum3", "reuters_lstm", "reuters_simple_rnn"):
+        if name in r:
+            parts = [f"{k.replace('speedup_vs_', '')} {v:.1f}x slower than rnn_jax"
+                     if k.startswith("speedup") else f"rnn_jax / floor {v:.2f}"
+                     for k, v in r[name].items()]
+            lines.append(f"{name}: " + "; ".join(parts))
+    if "seeds" in r:
+        lines.append("seeds: " + "; ".join(f"{k} {v:.2f}" for k, v in r["seeds"].items()))
+    if "forward" in r and r["forward"]["worst_vs_flax"]:
+        w = r["forward"]["worst_vs_flax"]
+        lines.append(f"forward: worst rnn_jax / flax {w['vs_flax']:.2f} at {w['point']}; "
+                     f"{len(r['forward']['slower_than_flax'])} of "
+                     f"{len(r['forward']['points'])} points slower than flax; PyTorch faster at "
+                     f"{len(r['forward']['torch_faster'])}")
+    return "\n".join(lines)
+
+
+# -- plots ------------------------------------------------------------------------
+
+
+def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
+    """One PNG per cell: time of a forward call against batch, length and units."""
+    from rnn_jax.plots import _figure, _save
+
+    paths = []
+    fwd = [t for t in tasks if t["kind"] == "forward"]
+    for cell in dict.fromkeys(t["cell"] for t in fwd):
+        fig, axes = _figure(1, 3, width=4.2, height=3.4)
+        for ax, axis in zip(axes, ("batch", "steps", "units")):
+            pts = sorted((t for t in fwd if t["cell"] == cell and workloads.on_sweep(t, axis)),
+                         key=lambda t: t[axis])
+            for fw in frameworks:
+                xs = [t[axis] for t in pts if _median(table, t, fw) is not None]
+                ys = [_median(table, t, fw) for t in pts if _median(table, t, fw) is not None]
+                if xs:
+                    ax.plot(xs, ys, marker="o", label=LABELS[fw])
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            others = ", ".join(f"{k} {v}" for k, v in workloads.BASE.items() if k != axis)
+            ax.set_xlabel(f"{axis} ({others})")
+            ax.set_ylabel("seconds per forward call")
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{cell} forward pass, {workloads.FEATURES} input features")
+        paths.append(_save(fig, os.path.join(out_dir, f"forward_{cell}.png")))
+    return paths
+
+
+def plot_seeds(table, tasks, frameworks, out_dir) -> list[str]:
+    """Training time and models per second against the number of seeds."""
+    from rnn_jax.plots import _figure, _save
+
+    pts = sorted((t for t in tasks if t["kind"] == "seeds"), key=lambda t: t["num_seeds"])
+    if not pts:
+        return []
+    fig, axes = _figure(1, 2, width=4.6, height=3.6)
+    for fw in frameworks:
+        xs = [t["num_seeds"] for t in pts if _median(table, t, fw) is not None]
+        ys = [_median(table, t, fw) for t in pts if _median(table, t, fw) is not None]
+        if xs:
+            axes[0].plot(xs, ys, marker="o", label=LABELS[fw])
+            axes[1].plot(xs, np.asarray(xs) / np.asarray(ys), marker="o", label=LABELS[fw])
+    for ax, label in zip(axes, ("training seconds (all seeds)", "models trained per second")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("seeds trained at once")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    t = pts[0]
+    fig.suptitle(f"sum3, {t['num_samples']} samples, {t['epochs']} epochs, batch "
+                 f"{t['batch_size']}")
+    return [_save(fig, os.path.join(out_dir, "seeds.png"))]
+
+

@@ -1,0 +1,95 @@
+"""The side-by-side benchmark keeps working and compares like with like.
+
+- the floor's hand-written cells compute what rnn_jax's layers compute (same
+  weights, Keras' equations), so the timings compare the same work;
+- `python -m benchmarks.compare --quick` runs every framework end to end and
+  writes its table, JSON and plots.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import rnn_jax
+from benchmarks import report, workloads
+from benchmarks.frameworks import floor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("cell,layer", [("simple_rnn", rnn_jax.SimpleRNN), ("gru", rnn_jax.GRU),
+                                        ("lstm", rnn_jax.LSTM)])
+def test_floor_cells_equal_rnn_jax_layers(cell, layer):
+    units, steps, features = 5, 7, 3
+    lay = layer(units, input_shape=(steps, features), bias_initializer="uniform",
+                rngs=nnx.Rngs(3))
+    p = {"W": lay.cell.kernel[...], "U": lay.cell.recurrent_kernel[...], "b": lay.cell.bias[...]}
+    assert float(jnp.abs(p["b"]).max()) > 0  # the bias layout is exercised
+    x = workloads.forward_input(4, steps, features, seed=1)
+    np.testing.assert_allclose(np.asarray(floor.last_output(cell, p, jnp.asarray(x))),
+                               np.asarray(lay(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_forward_grid_sweeps_share_the_base_point():
+    points = workloads.forward_points(quick=False, cells=("lstm",))
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points)
+    for axis, values in workloads.SWEEPS.items():
+        on = sorted(p[axis] for p in points if workloads.on_sweep(p, axis))
+        assert on == sorted(values)
+
+
+def test_ratios_from_medians():
+    tasks = [dict(kind="sum3", num_samples=10, epochs=1, batch_size=4, repeats=1),
+             dict(kind="forward", cell="lstm", batch=1, steps=10, units=4, features=16,
+                  repeats=1)]
+    outputs = {
+        "rnn_jax_fit": {"results": [{"task": tasks[0], "first": 3.0, "compile": 2.0,
+                                     "times": [0.1, 0.3, 0.2]},
+                                    {"task": tasks[1], "first": 1.0, "times": [2.0]}]},
+        "keras_tf": {"results": [{"task": tasks[0], "first": 9.0, "times": [8.0, 6.0]},
+                                 {"task": tasks[1], "unsupported": True}]},
+        "floor": {"results": [{"task": tasks[0], "first": 1.0, "times": [0.1]},
+                              {"task": tasks[1], "error": "boom"}]},
+        "flax_rnn": {"results": [{"task": tasks[1], "first": 1.0, "times": [1.0]}]},
+    }
+    table = report.collect(outputs)
+    r = report.ratios(table, tasks)
+    assert r["sum3"]["speedup_vs_keras_tf"] == pytest.approx(7.0 / 0.2)
+    assert r["sum3"]["time_vs_floor"] == pytest.approx(2.0)
+    assert r["forward"]["worst_vs_flax"]["vs_flax"] == pytest.approx(2.0)
+    assert len(r["forward"]["slower_than_flax"]) == 1
+    text = report.format_table(table, tasks, ["rnn_jax_fit", "floor", "keras_tf"])
+    assert "error" in text and "200ms" in text
+
+
+def test_compare_quick_runs_every_framework(tmp_path):
+    out = tmp_path / "cmp"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", "--quick",
+                           f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert not res["failures"]
+    expected = set(report.FRAMEWORKS)
+    if importlib.util.find_spec("torch") is None:
+        assert "pytorch" in res["unavailable"]
+        expected.discard("pytorch")
+    assert set(res["raw"]) - set(res["unavailable"]) == expected
+    for fw in expected:
+        recs = res["raw"][fw]["results"]
+        assert recs and not [r for r in recs if "error" in r], (fw, recs)
+        timed = [r for r in recs if "times" in r]
+        assert timed and all(min(r["times"]) > 0 for r in timed), fw
+    assert {"sum3", "reuters_simple_rnn", "seeds", "forward"} <= set(res["ratios"])
+    for name in ("forward_lstm.png", "seeds.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "rnn_jax" in (out / "table.txt").read_text()
