@@ -148,8 +148,8 @@ def format_ratios(r) -> str:
     lines = []
     for name in ("sum3", "reuters_lstm", "reuters_simple_rnn"):
         if name in r:
-            parts = [f"{k.replace('speedup_vs_', '')} {v:.1f}x slower than rnn_jax"
-                     if k.startswith("speedup") else f"rnn_jax / floor {v:.2f}"
+            parts = [f"{LABELS[k.replace('speedup_vs_', '')]} takes {v:.2f}x rnn_jax's time"
+                     if k.startswith("speedup") else f"rnn_jax takes {v:.2f}x the floor's time"
                      for k, v in r[name].items()]
             lines.append(f"{name}: " + "; ".join(parts))
     if "seeds" in r:
