@@ -27,7 +27,7 @@ from rnn_jax.base import Layer, as_float
 from rnn_jax.cells import LSTMState, SimpleRNNCell, StackedRNNCells
 from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.models import Sequential, apply_layer
-from rnn_jax.recurrent import RNN, Bidirectional
+from rnn_jax.recurrent import RNN, Bidirectional, keep_where, time_major
 
 # -- names and the summary table ------------------------------------------------------
 
@@ -209,11 +209,7 @@ def trace_cell(cell, params, x, states, *, mask=None, go_backwards=False,
       time in input order.
     """
     stacked = isinstance(cell, StackedRNNCells)
-    z_TxB = jnp.swapaxes(cell.project(params, x, None), 0, 1)
-    mask_TxBx1 = None if mask is None else jnp.swapaxes(mask, 0, 1)[:, :, None]
-    if go_backwards:
-        z_TxB = z_TxB[::-1]
-        mask_TxBx1 = None if mask_TxBx1 is None else mask_TxBx1[::-1]
+    z_TxB, mask_TxBx1 = time_major(cell.project(params, x, None), mask, go_backwards)
     cells = list(cell.cells) if stacked else [cell]
     zeros = tuple(jnp.zeros((x.shape[0], c.output_size), z_TxB.dtype) for c in cells)
 
@@ -228,7 +224,7 @@ def trace_cell(cell, params, x, states, *, mask=None, go_backwards=False,
         if m_t is not None:
             outs = tuple(jnp.where(m_t, o, zero if zero_output_for_mask else prev)
                          for o, prev, zero in zip(outs, prev_outs, zeros))
-            new_st = jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new_st, st)
+            new_st = keep_where(m_t, new_st, st)
         kept = new_st if stacked else (new_st,)
         return (new_st, outs), (outs, kept, per_cell_gates)
 

@@ -203,6 +203,23 @@ class RNN(Layer):
         return output
 
 
+def time_major(z, mask=None, go_backwards=False):
+    """The scan's inputs: `z` `(B, T, F)` -> `(T, B, F)` and `mask` `(B, T)` ->
+    `(T, B, 1)` (or None), both in processing order (reversed with `go_backwards`)."""
+    z_TxB = jnp.swapaxes(z, 0, 1)
+    mask_TxBx1 = None if mask is None else jnp.swapaxes(mask, 0, 1)[:, :, None]
+    if go_backwards:
+        z_TxB = z_TxB[::-1]
+        mask_TxBx1 = None if mask_TxBx1 is None else mask_TxBx1[::-1]
+    return z_TxB, mask_TxBx1
+
+
+def keep_where(m_t, new, old):
+    """Keras' masking of states: `new` where `m_t` `(B, 1)` is True, else `old`
+    (any state structure)."""
+    return jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new, old)
+
+
 def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=False,
               unroll=False, zero_output_for_mask=False, return_sequences=False,
               project_in_loop=None):
@@ -225,14 +242,9 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
     """
     if project_in_loop is None:
         project_in_loop = jax.default_backend() == "cpu"
-    if project_in_loop:   # z_t = x_t W + b_x inside the loop, from x (T, B, D)
-        z_TxB = jnp.swapaxes(x, 0, 1)
-    else:                 # (T, B, G*U): one matmul before the loop
-        z_TxB = jnp.swapaxes(cell.project(params, x, masks), 0, 1)
-    mask_TxBx1 = None if mask is None else jnp.swapaxes(mask, 0, 1)[:, :, None]
-    if go_backwards:
-        z_TxB = z_TxB[::-1]
-        mask_TxBx1 = None if mask_TxBx1 is None else mask_TxBx1[::-1]
+    # z_t = x_t W + b_x inside the loop from x, or (B, T, G*U) in one matmul before it
+    z_TxB, mask_TxBx1 = time_major(x if project_in_loop else cell.project(params, x, masks),
+                                   mask, go_backwards)
     zeros_BxU = jnp.zeros((x.shape[0], cell.output_size), x.dtype)
 
     def body(carry, inp):
@@ -243,7 +255,7 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         out, new_st = cell.step(params, z_t, st, masks)
         if m_t is not None:
             out = jnp.where(m_t, out, zeros_BxU if zero_output_for_mask else prev_out)
-            new_st = jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new_st, st)
+            new_st = keep_where(m_t, new_st, st)
         return (new_st, out), (out if return_sequences else None)
 
     unroll_arg = x.shape[1] if unroll is True else (1 if unroll is False else unroll)

@@ -92,10 +92,11 @@ def shuffled_order(key, n: int) -> jax.Array:
         return jax.random.permutation(key, n)
     rounds = -(-3 * b // (32 - b))
     positions = jnp.arange(n, dtype=jnp.uint32)
-    order = positions
+    order = None
     for k in jax.random.split(key, rounds):
         packed = (jax.random.bits(k, (n,), jnp.uint32) << b) | positions
-        order = order[jax.lax.sort(packed) & jnp.uint32((1 << b) - 1)]
+        shuffled = jax.lax.sort(packed) & jnp.uint32((1 << b) - 1)
+        order = shuffled if order is None else order[shuffled]
     return order.astype(jnp.int32)
 
 
