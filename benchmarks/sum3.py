@@ -32,6 +32,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from benchmarks.report import stats
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "a small, fast run (1,000 samples, 1 epoch, 1 repeat)")
 flags.DEFINE_integer("repeats", 3, "repeats of each measurement", lower_bound=1)
@@ -58,12 +60,6 @@ for r in range(cfg["repeats"]):
 print(json.dumps({"times": times, "keras": keras.__version__,
                   "backend": keras.backend.backend()}))
 """
-
-
-def stats(times):
-    t = np.asarray(times, float)
-    return {"median": float(np.median(t)), "min": float(t.min()), "max": float(t.max()),
-            "runs": len(t)}
 
 
 def time_rnn_jax(x, y, epochs, repeats):

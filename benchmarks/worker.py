@@ -21,15 +21,10 @@ import sys
 import time
 import traceback
 
+from rnn_jax.workdir import write_json
+
 MODULES = {"keras_tf": "keras_fit", "keras_jax": "keras_fit"}
 BACKENDS = {"keras_tf": "tensorflow", "keras_jax": "jax"}
-
-
-def _write(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def main(argv):
@@ -38,10 +33,11 @@ def main(argv):
         os.environ["KERAS_BACKEND"] = BACKENDS[framework]
     out = {"framework": framework, "results": []}
     try:
-        module = importlib.import_module(f"benchmarks.frameworks.{MODULES.get(framework, framework)}")
+        name = MODULES.get(framework, framework)
+        module = importlib.import_module(f"benchmarks.frameworks.{name}")
     except ImportError as e:  # an optional framework that is not installed
         out["unavailable"] = f"{type(e).__name__}: {e}"
-        _write(out_path, out)
+        write_json(out_path, out)
         return 0
     out["versions"] = getattr(module, "versions", dict)()
     with open(tasks_path) as f:
@@ -60,7 +56,7 @@ def main(argv):
                 traceback.print_exc()
             record["wall"] = time.perf_counter() - t0
         out["results"].append(record)
-        _write(out_path, out)
+        write_json(out_path, out)
         print(f"{framework}: {task} -> "
               f"{record.get('error') or ('unsupported' if record.get('unsupported') else 'ok')}",
               file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """The work every framework in `benchmarks.compare` runs: data, sizes, grids.
 
-Everything here is NumPy (plus `rnn_jax.datasets` for the data), so that each
+The data are NumPy arrays (made with `rnn_jax.datasets`), so that each
 framework's worker builds its own model around the same arrays:
 
 - `sum3`: notebook 000. `x (N, 3, 1)` float32 digits, `y (N, 1)` their sum;
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import numpy as np
 
@@ -55,8 +56,11 @@ def sum3_data(num_samples: int = 10000, seed: int = 0):
 
 
 def split(x, y, validation_split: float = 0.2):
-    """Keras' `validation_split`: the last fraction of the samples, before shuffling."""
-    n_train = int(len(x) * (1.0 - validation_split))
+    """Keras' `validation_split`: the last fraction of the samples, before shuffling
+    (the split point of `rnn_jax.training.train_validation_split`)."""
+    from rnn_jax.training import train_validation_split
+
+    n_train = train_validation_split(len(x), validation_split)
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
@@ -96,3 +100,33 @@ def forward_input(batch: int, steps: int, features: int = FEATURES, seed: int = 
     """A fixed `(B, T, D)` float32 input in [-1, 1)."""
     rng = np.random.default_rng(seed)
     return rng.uniform(-1.0, 1.0, (batch, steps, features)).astype(np.float32)
+
+
+# -- timing, shared by the JAX workers ----------------------------------------------
+
+
+def compile_timed(fn, *args, **jit_kw):
+    """`jax.jit(fn, **jit_kw)` traced and compiled for `args`: `(executable, seconds)`."""
+    import jax
+
+    t0 = time.perf_counter()
+    exe = jax.jit(fn, **jit_kw).lower(*args).compile()
+    return exe, time.perf_counter() - t0
+
+
+def call_timed(fn, *args):
+    """One call, waited for (`jax.block_until_ready`): `(result, seconds)`."""
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def compiled_result(compile_s, first_call_s, times, note=None):
+    """A worker's record when compilation was timed apart: `first` is the compile
+    plus the first call."""
+    out = {"first": compile_s + first_call_s, "times": times, "compile": compile_s}
+    if note:
+        out["note"] = note
+    return out

@@ -24,7 +24,6 @@ Every timed call ends with `jax.block_until_ready`.
 from __future__ import annotations
 
 import functools
-import time
 
 import flax
 import jax
@@ -107,12 +106,6 @@ def _fit_epoch(graphdef, loss_name, params, opt_state, rest, x, y, batch_size, r
     return params, opt_state, float(np.average(jax.device_get(losses), weights=sizes))
 
 
-def _timed(fn, *args):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - t0
-
-
 # -- notebook 000: sum3 -------------------------------------------------------
 
 
@@ -136,8 +129,8 @@ def sum3(num_samples, epochs, batch_size, repeats):
             val.append(float(make_steps(graphdef, "mse")[1](params, rest, xv, yv)))
         return params, val
 
-    (_, val), first = _timed(run, 0)
-    times = [_timed(run, r + 1)[1] for r in range(repeats)]
+    (_, val), first = workloads.call_timed(run, 0)
+    times = [workloads.call_timed(run, r + 1)[1] for r in range(repeats)]
     return {"first": first, "times": times,
             "note": f"val MSE per epoch (first run): {np.round(val, 4).tolist()}"}
 
@@ -158,7 +151,7 @@ def reuters(model, repeats, data_path=None):
     rng = np.random.default_rng(0)
     times, losses = [], []
     for _ in range(repeats + 1):
-        (params, opt_state, loss), t = _timed(
+        (params, opt_state, loss), t = workloads.call_timed(
             _fit_epoch, graphdef, "cce", params, opt_state, rest, x, y, 50, rng)
         times.append(t)
         losses.append(loss)
@@ -178,6 +171,6 @@ def forward(cell, batch, steps, units, features, repeats):
     net = Net(cell, features, units, 0, nnx.Rngs(0))
     graphdef, state = nnx.split(net)
     fn = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
-    _, first = _timed(fn, state, x)
-    times = [_timed(fn, state, x)[1] for _ in range(repeats)]
+    _, first = workloads.call_timed(fn, state, x)
+    times = [workloads.call_timed(fn, state, x)[1] for _ in range(repeats)]
     return {"first": first, "times": times, "note": NOTE}

@@ -12,7 +12,6 @@ Every function is traced and compiled ahead of time (`jax.jit(f).lower(...)
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,30 +26,6 @@ OPT = optax.adam(1e-3, eps=1e-7)  # Keras' Adam defaults
 
 def versions():
     return {"jax": jax.__version__, "optax": optax.__version__, "device": str(jax.devices()[0])}
-
-
-# -- timing -------------------------------------------------------------------
-
-
-def _compile(fn, *args, **jit_kw):
-    """Trace and compile `fn` for `args`: `(executable, seconds)`."""
-    t0 = time.perf_counter()
-    exe = jax.jit(fn, **jit_kw).lower(*args).compile()
-    return exe, time.perf_counter() - t0
-
-
-def _call(exe, *args):
-    """One call, waited for: `(result, seconds)`."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(exe(*args))
-    return out, time.perf_counter() - t0
-
-
-def _result(compile_s, first_call_s, times, note=None):
-    out = {"first": compile_s + first_call_s, "times": times, "compile": compile_s}
-    if note:
-        out["note"] = note
-    return out
 
 
 # -- cells (Keras' equations) -------------------------------------------------
@@ -173,7 +148,7 @@ def _sum3_compiled(num_samples, epochs, batch_size, num_seeds=None):
     if num_seeds is not None:
         run = jax.vmap(run, in_axes=(0, None, None, None, None))
         key = jax.random.split(key, num_seeds)
-    exe, compile_s = _compile(run, key, *data)
+    exe, compile_s = workloads.compile_timed(run, key, *data)
     return (lambda key: exe(key, *data)), key, compile_s
 
 
@@ -182,22 +157,24 @@ def sum3(num_samples, epochs, batch_size, repeats):
     function of a key. "first": compile + the first run; "times": `repeats` more
     runs with other keys."""
     run, key, compile_s = _sum3_compiled(num_samples, epochs, batch_size)
-    (_, losses), first = _call(run, key)
-    times = [_call(run, jax.random.key(r + 1))[1] for r in range(repeats)]
-    return _result(compile_s, first, times,
-                   f"val MSE per epoch (first run): {np.round(np.asarray(losses[:, 1]), 4).tolist()}")
+    (_, losses), first = workloads.call_timed(run, key)
+    times = [workloads.call_timed(run, jax.random.key(r + 1))[1] for r in range(repeats)]
+    val = np.round(np.asarray(losses[:, 1]), 4).tolist()
+    return workloads.compiled_result(compile_s, first, times,
+                                     f"val MSE per epoch (first run): {val}")
 
 
 def seeds(num_seeds, num_samples, epochs, batch_size, repeats):
     """`num_seeds` independent sum3 runs (own init and shuffling each), `jax.vmap`
     over the keys, one jitted program. "first"/"times" as `sum3`."""
     run, keys, compile_s = _sum3_compiled(num_samples, epochs, batch_size, num_seeds)
-    (_, losses), first = _call(run, keys)
-    times = [_call(run, jax.random.split(jax.random.key(r + 1), num_seeds))[1]
+    (_, losses), first = workloads.call_timed(run, keys)
+    times = [workloads.call_timed(run, jax.random.split(jax.random.key(r + 1), num_seeds))[1]
              for r in range(repeats)]
     final = np.asarray(losses[:, -1, 1])
-    return _result(compile_s, first, times,
-                   f"final val MSE over seeds: median {np.median(final):.4g}, max {final.max():.4g}")
+    return workloads.compiled_result(
+        compile_s, first, times,
+        f"final val MSE over seeds: median {np.median(final):.4g}, max {final.max():.4g}")
 
 
 # -- notebook 004: Reuters ----------------------------------------------------
@@ -224,14 +201,15 @@ def reuters(model, repeats, data_path=None):
         return (params, opt_state), loss
 
     state = (params, OPT.init(params))
-    exe, compile_s = _compile(epoch, state, jax.random.key(0), x, y, donate_argnums=0)
-    (state, loss0), first = _call(exe, state, jax.random.key(0), x, y)
+    exe, compile_s = workloads.compile_timed(epoch, state, jax.random.key(0), x, y,
+                                             donate_argnums=0)
+    (state, loss0), first = workloads.call_timed(exe, state, jax.random.key(0), x, y)
     times, loss = [], loss0
     for r in range(repeats):
-        (state, loss), t = _call(exe, state, jax.random.key(r + 1), x, y)
+        (state, loss), t = workloads.call_timed(exe, state, jax.random.key(r + 1), x, y)
         times.append(t)
-    return _result(compile_s, first, times,
-                   f"train loss epoch 1 {float(loss0):.4f}, epoch {repeats + 1} {float(loss):.4f}")
+    note = f"train loss epoch 1 {float(loss0):.4f}, epoch {repeats + 1} {float(loss):.4f}"
+    return workloads.compiled_result(compile_s, first, times, note)
 
 
 # -- forward ------------------------------------------------------------------
@@ -243,7 +221,7 @@ def forward(cell, batch, steps, units, features, repeats):
     more calls."""
     x = jnp.asarray(workloads.forward_input(batch, steps, features))
     params = init_cell(jax.random.key(0), cell, features, units)
-    exe, compile_s = _compile(lambda p, x: last_output(cell, p, x), params, x)
-    _, first = _call(exe, params, x)
-    times = [_call(exe, params, x)[1] for _ in range(repeats)]
-    return _result(compile_s, first, times)
+    exe, compile_s = workloads.compile_timed(lambda p, x: last_output(cell, p, x), params, x)
+    _, first = workloads.call_timed(exe, params, x)
+    times = [workloads.call_timed(exe, params, x)[1] for _ in range(repeats)]
+    return workloads.compiled_result(compile_s, first, times)

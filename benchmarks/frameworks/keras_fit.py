@@ -93,8 +93,8 @@ def reuters(model, repeats, data_path=None):
     x, y = workloads.reuters_data(data_path)
     keras.utils.set_random_seed(0)
     rnn = keras.layers.LSTM(50) if model == "lstm" else keras.layers.SimpleRNN(50)
-    net = keras.Sequential([keras.Input((49, 1)), rnn,
-                            keras.layers.Dense(46, activation="softmax")])
+    net = keras.Sequential([keras.Input(x.shape[1:]), rnn,
+                            keras.layers.Dense(y.shape[-1], activation="softmax")])
     net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     timer = EpochTimer()
     net.fit(x, y, batch_size=50, epochs=1 + repeats, shuffle=True, verbose=0,

@@ -107,11 +107,11 @@ class _Classifier(nn.Module):
 def reuters(model, repeats, data_path=None):
     """Notebook 004: the wall time of each of `1 + repeats` epochs."""
     x, y = workloads.reuters_data(data_path)
-    x = torch.from_numpy(np.ascontiguousarray(x))
+    x = torch.tensor(x)  # a copy: the cached data are read-only
     labels = torch.from_numpy(np.argmax(y, axis=1).astype(np.int64))
     torch.manual_seed(0)
-    rnn = (nn.LSTM(1, 50, batch_first=True) if model == "lstm"
-           else nn.RNN(1, 50, batch_first=True))
+    rnn = (nn.LSTM(x.shape[-1], 50, batch_first=True) if model == "lstm"
+           else nn.RNN(x.shape[-1], 50, batch_first=True))
     net = _Classifier(rnn)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = nn.CrossEntropyLoss()

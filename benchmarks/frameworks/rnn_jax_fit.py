@@ -14,7 +14,6 @@ What is timed:
 
 from __future__ import annotations
 
-import time
 
 import jax
 import numpy as np
@@ -30,7 +29,7 @@ LAYERS = {"simple_rnn": rnn_jax.SimpleRNN, "gru": rnn_jax.GRU, "lstm": rnn_jax.L
 def versions():
     import flax
 
-    return {"rnn_jax": rnn_jax.__version__ if hasattr(rnn_jax, "__version__") else "",
+    return {"rnn_jax": rnn_jax.__version__,
             "jax": jax.__version__, "flax": flax.__version__, "device": str(jax.devices()[0])}
 
 
@@ -75,17 +74,9 @@ def reuters(model, repeats, data_path=None):
 def forward(cell, batch, steps, units, features, repeats):
     layer = LAYERS[cell](units, input_shape=(steps, features), rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(layer)
-    fn = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     x = jax.device_put(workloads.forward_input(batch, steps, features))
-    t0 = time.perf_counter()
-    compiled = fn.lower(state, x).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, x))
-    first = compile_s + time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(state, x))
-        times.append(time.perf_counter() - t0)
-    return {"first": first, "compile": compile_s, "times": times}
+    exe, compile_s = workloads.compile_timed(
+        lambda state, x: nnx.merge(graphdef, state)(x), state, x)
+    _, first = workloads.call_timed(exe, state, x)
+    times = [workloads.call_timed(exe, state, x)[1] for _ in range(repeats)]
+    return workloads.compiled_result(compile_s, first, times)
