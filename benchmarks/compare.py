@@ -149,7 +149,9 @@ def main(argv):
     r = report.ratios(table, tasks)
     text = (f"{time.strftime('%Y-%m-%d')}, {machine().get('cpu', platform.processor())}, "
             f"{os.cpu_count()} CPUs; seconds, median [min, max] of the steady-state runs\n"
-            + report.format_table(table, tasks, present) + "\n\n" + report.format_ratios(r))
+            + report.format_table(table, tasks, present) + "\n\n"
+            + report.format_throughput(table, tasks, present) + "\n\n"
+            + report.format_ratios(r))
     print(text)
     plots = report.plot_forward(table, tasks, present, FLAGS.out_dir)
     plots += report.plot_seeds(table, tasks, present, FLAGS.out_dir)

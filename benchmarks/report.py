@@ -49,6 +49,8 @@ def collect(outputs: dict) -> dict:
             compile_s = rec.get("compile", rec["first"] - steady["median"])
             entry[fw] = {"steady": steady, "compile": float(max(compile_s, 0.0)),
                          "first": rec["first"], "note": rec.get("note")}
+            if rec["task"]["kind"] == "forward":  # throughput beside the latency
+                entry[fw]["sequences_per_second"] = rec["task"]["batch"] / steady["median"]
     return table
 
 
@@ -140,6 +142,24 @@ def format_table(table, tasks, frameworks) -> str:
     return "\n".join(lines)
 
 
+def format_throughput(table, tasks, frameworks) -> str:
+    """Forward throughput (sequences per second, from the median latency) along
+    the batch sweep, one row per cell and batch size."""
+    pts = [t for t in tasks if t["kind"] == "forward" and workloads.on_sweep(t, "batch")]
+    if not pts:
+        return ""
+    others = ", ".join(f"{k} {v}" for k, v in workloads.BASE.items() if k != "batch")
+    lines = [f"forward throughput, sequences per second ({others}):",
+             f"{'cell, batch':20s}" + "".join(f"{LABELS[fw]:>18s}" for fw in frameworks)]
+    for t in pts:
+        row = table.get(_key(t), {})
+        cells = [f"{row[fw]['sequences_per_second']:.4g}" if "steady" in row.get(fw, {})
+                 else "-" for fw in frameworks]
+        lines.append(f"{t['cell'] + ', ' + str(t['batch']):20s}"
+                     + "".join(f"{c:>18s}" for c in cells))
+    return "\n".join(lines)
+
+
 def _fmt(s):
     return f"{s * 1e3:.3g}ms" if s < 1 else f"{s:.3g}s"
 
@@ -167,13 +187,14 @@ def format_ratios(r) -> str:
 
 
 def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
-    """One PNG per cell: time of a forward call against batch, length and units."""
+    """One PNG per cell: time of a forward call against batch, length and units,
+    and the throughput (sequences per second) against batch."""
     from rnn_jax.plots import _figure, _save
 
     paths = []
     fwd = [t for t in tasks if t["kind"] == "forward"]
     for cell in dict.fromkeys(t["cell"] for t in fwd):
-        fig, axes = _figure(1, 3, width=4.2, height=3.4)
+        fig, axes = _figure(1, 4, width=3.8, height=3.4)
         for ax, axis in zip(axes, ("batch", "steps", "units")):
             pts = sorted((t for t in fwd if t["cell"] == cell and workloads.on_sweep(t, axis)),
                          key=lambda t: t[axis])
@@ -188,6 +209,19 @@ def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
             ax.set_xlabel(f"{axis} ({others})")
             ax.set_ylabel("seconds per forward call")
             ax.grid(True, alpha=0.3)
+        pts = sorted((t for t in fwd if t["cell"] == cell and workloads.on_sweep(t, "batch")),
+                     key=lambda t: t["batch"])
+        for fw in frameworks:
+            done = [t for t in pts if _median(table, t, fw) is not None]
+            if done:
+                axes[3].plot([t["batch"] for t in done],
+                             [t["batch"] / _median(table, t, fw) for t in done],
+                             marker="o", label=LABELS[fw])
+        axes[3].set_xscale("log")
+        axes[3].set_yscale("log")
+        axes[3].set_xlabel("batch")
+        axes[3].set_ylabel("sequences per second")
+        axes[3].grid(True, alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{cell} forward pass, {workloads.FEATURES} input features")
         paths.append(_save(fig, os.path.join(out_dir, f"forward_{cell}.png")))

@@ -67,6 +67,7 @@ def test_ratios_from_medians():
     assert r["sum3"]["time_vs_floor"] == pytest.approx(2.0)
     assert r["forward"]["worst_vs_flax"]["vs_flax"] == pytest.approx(2.0)
     assert len(r["forward"]["slower_than_flax"]) == 1
+    assert table[report._key(tasks[1])]["rnn_jax_fit"]["sequences_per_second"] == pytest.approx(0.5)
     text = report.format_table(table, tasks, ["rnn_jax_fit", "floor", "keras_tf"])
     assert "error" in text and "200ms" in text
 
@@ -96,4 +97,5 @@ def test_compare_quick_runs_every_framework(tmp_path):
     assert expected_ratios <= set(res["ratios"])
     for name in ("forward_lstm.png", "seeds.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "rnn_jax" in (out / "table.txt").read_text()
+    text = (out / "table.txt").read_text()
+    assert "rnn_jax" in text and "sequences per second" in text
