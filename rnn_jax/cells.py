@@ -420,11 +420,13 @@ class GRUCell(RNNCellBase):
         Gates, each `(B, U)`: `z` (update), `r` (reset), `h_tilde` (the
         candidate :math:`\\tilde h_t`).
         """
-        u = self.units
         h = states[0]
         rk = params["recurrent_kernel"]
+        rk_z, rk_r, rk_h = jnp.split(rk, 3, axis=-1)
         rec_masks = None if masks is None else masks.recurrent
-        xz, xr, xh = z_t[:, :u], z_t[:, u:2 * u], z_t[:, 2 * u:]
+        # jnp.split, not basic slicing: its gradient is one concatenate, where
+        # slices' gradients are pads summed inside the scan (slower on CPU).
+        xz, xr, xh = jnp.split(z_t, 3, axis=-1)
         rb = params["bias"][1] if (self.use_bias and self.reset_after) else None
         if rec_masks is None:
             h_z = h_r = h_h = h
@@ -434,23 +436,21 @@ class GRUCell(RNNCellBase):
             if rec_masks is None:
                 inner = h @ rk
             else:
-                inner = jnp.concatenate(
-                    [h_z @ rk[:, :u], h_r @ rk[:, u:2 * u], h_h @ rk[:, 2 * u:]], axis=-1)
+                inner = jnp.concatenate([h_z @ rk_z, h_r @ rk_r, h_h @ rk_h], axis=-1)
             if rb is not None:
                 inner = inner + rb
-            rz, rr, rh = inner[:, :u], inner[:, u:2 * u], inner[:, 2 * u:]
+            rz, rr, rh = jnp.split(inner, 3, axis=-1)
         else:
             if rec_masks is None:
-                inner = h @ rk[:, :2 * u]
-                rz, rr = inner[:, :u], inner[:, u:]
+                rz, rr = jnp.split(h @ jnp.concatenate([rk_z, rk_r], axis=-1), 2, axis=-1)
             else:
-                rz, rr = h_z @ rk[:, :u], h_r @ rk[:, u:2 * u]
+                rz, rr = h_z @ rk_z, h_r @ rk_r
         z = self.recurrent_activation(xz + rz)
         r = self.recurrent_activation(xr + rr)
         if self.reset_after:
             hh = self.activation(xh + r * rh)
         else:
-            hh = self.activation(xh + (r * h_h) @ rk[:, 2 * u:])
+            hh = self.activation(xh + (r * h_h) @ rk_h)
         h_new = z * h + (1 - z) * hh
         return h_new, (h_new,), {"z": z, "r": r, "h_tilde": hh}
 
@@ -527,14 +527,15 @@ class LSTMCell(RNNCellBase):
         Gates, each `(B, U)`: `i`, `f`, `o`, the candidate
         `g = g(x_t W_c + h_{t-1} U_c + b_c)` and `c`, the new cell state `c_t`.
         """
-        u = self.units
         h, c = states
-        z = z_t + self._recurrent(params, h, masks)
-        i = self.recurrent_activation(z[:, :u])
-        f = self.recurrent_activation(z[:, u:2 * u])
-        g = self.activation(z[:, 2 * u:3 * u])
+        # jnp.split, not basic slicing: its gradient is one concatenate, where
+        # slices' gradients are pads summed inside the scan (slower on CPU).
+        z_i, z_f, z_c, z_o = jnp.split(z_t + self._recurrent(params, h, masks), 4, axis=-1)
+        i = self.recurrent_activation(z_i)
+        f = self.recurrent_activation(z_f)
+        g = self.activation(z_c)
         c_new = f * c + i * g
-        o = self.recurrent_activation(z[:, 3 * u:])
+        o = self.recurrent_activation(z_o)
         h_new = o * self.activation(c_new)
         return h_new, LSTMState(h_new, c_new), {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
