@@ -143,6 +143,10 @@ def shuffled_order(key, n: int) -> jax.Array:
 
 _FEISTEL_ROUNDS = 8
 
+# XLA's CPU runtime runs a loop body on one thread when all of its buffers are
+# at most this many bytes (`ThunkExecutor::Options`, not configurable).
+SMALL_BUFFER_BYTES = 512
+
 
 def _hash_u32(x, key):
     """An integer hash of uint32 `x` keyed by two uint32s (multiply-xorshift)."""
@@ -162,6 +166,13 @@ def _sorted_order(key, n: int, b: int) -> jax.Array:
         shuffled = jax.lax.sort(packed) & jnp.uint32((1 << b) - 1)
         order = shuffled if order is None else order[shuffled]
     return order.astype(jnp.int32)
+
+
+def chunk_steps(num_batches: int, batch_bytes: int, chunk_bytes: int) -> int:
+    """The largest divisor `k` of `num_batches` with `k * batch_bytes <= chunk_bytes`
+    (at least 1): how many minibatches `Engine._scan_batches` gathers at a time."""
+    most = min(num_batches, chunk_bytes // max(1, batch_bytes))
+    return max([d for d in range(1, most + 1) if num_batches % d == 0] or [1])
 
 
 def _batches(n: int, batch_size: int, order):
@@ -197,6 +208,9 @@ class Engine:
     shuffle: bool
     init_params: Callable
     batch_sharding: Any = None  # NamedSharding of a minibatch's sample axis, or None
+    # Gather this many bytes of minibatches at a time (0: one minibatch at a
+    # time); see `_scan_batches`.
+    chunk_bytes: int = 0
 
     def _shard(self, b):
         """A minibatch array, sharded over the mesh's batch axis when there is one."""
@@ -204,9 +218,38 @@ class Engine:
             b = jax.lax.with_sharding_constraint(b, self.batch_sharding)
         return b
 
-    def _batch(self, a, idx_b):
-        """Rows `idx_b` of `a` (sharded like a minibatch)."""
-        return self._shard(jnp.take(a, idx_b, axis=0))
+    def _scan_batches(self, body, carry, x, y, idx, w):
+        """`jax.lax.scan` of `body(carry, (x_b, y_b, w_b, step)) -> (carry, out)`
+        over the minibatches `idx`, `w` `(nb, bs)`; returns `(carry, out)` with
+        `out` stacked over the `nb` steps.
+
+        The minibatches are gathered `k` at a time (an outer scan over
+        `nb / k` chunks, an inner one over the `k` steps of a chunk), `k` the
+        largest divisor of `nb` whose chunk of `x` or `y` rows fits in
+        `chunk_bytes`. Why: XLA's CPU runtime runs a loop body's kernels on
+        one thread only when every buffer they touch is small (512 bytes);
+        otherwise it spreads them over the cores, which for a tiny model's
+        step costs more in hand-offs than the kernels themselves (sum3's
+        epochs took 4 or 10 ms at random; pinned to one core, always 4).
+        A step that reads its minibatch out of the whole `x` touches a large
+        buffer; one that reads it out of a small gathered chunk does not.
+        The steps, their order and their keys are the same for every `k`.
+        """
+        nb, bs = idx.shape
+        row = max(a.dtype.itemsize * math.prod(a.shape[1:]) for a in (x, y))
+        k = chunk_steps(nb, bs * row, self.chunk_bytes)
+
+        def chunk(carry, inp):
+            idx_k, w_k, step_k = inp
+            xs = (jnp.take(x, idx_k, axis=0), jnp.take(y, idx_k, axis=0), w_k, step_k)
+            return jax.lax.scan(body, carry, xs)
+
+        def by_chunk(a):
+            return a.reshape(nb // k, k, *a.shape[1:])
+
+        steps = jnp.arange(nb, dtype=jnp.int32)
+        carry, out = jax.lax.scan(chunk, carry, (by_chunk(idx), by_chunk(w), by_chunk(steps)))
+        return carry, jax.tree.map(lambda o: o.reshape(nb, *o.shape[2:]), out)
 
     def apply(self, params, x, training=False, key=None):
         """The model's forward pass with these parameters."""
@@ -250,7 +293,7 @@ class Engine:
         return params, opt_state, self._sums(y_B, y_pred, per, w_B), finite
 
     def train_epoch(self, state: TrainState, x, y):
-        """One epoch of minibatch steps as one `lax.scan`; returns `(state, sums)`.
+        """One epoch of minibatch steps (`_scan_batches`); returns `(state, sums)`.
 
         Every step checks its loss and gradient. When one is not finite, the
         epoch's updates are dropped: the parameters and optimizer state stay
@@ -268,17 +311,15 @@ class Engine:
 
         def body(carry, inp):
             params, opt_state, bad_step = carry
-            idx_b, w_b, step = inp
+            x_b, y_b, w_b, step = inp
             params, opt_state, sums, finite = self.train_step(
-                params, opt_state, self._batch(x, idx_b), self._batch(y, idx_b),
-                self._shard(w_b),
+                params, opt_state, self._shard(x_b), self._shard(y_b), self._shard(w_b),
                 jax.random.fold_in(dropout_key, step))
             bad_step = jnp.where((bad_step < 0) & ~finite, step, bad_step)
             return (params, opt_state, bad_step), sums
 
-        (params, opt_state, bad_step), step_sums = jax.lax.scan(
-            body, (state.params, state.opt_state, jnp.int32(-1)),
-            (idx, w, jnp.arange(idx.shape[0], dtype=jnp.int32)))
+        (params, opt_state, bad_step), step_sums = self._scan_batches(
+            body, (state.params, state.opt_state, jnp.int32(-1)), x, y, idx, w)
         sums = jax.tree.map(lambda s: jnp.sum(s, axis=0), step_sums)
         before = state.diverged_at[0] >= 0
         now = ~before & (bad_step >= 0)
@@ -294,13 +335,12 @@ class Engine:
         idx, w = _batches(x.shape[0], self.validation_batch_size, jnp.arange(x.shape[0]))
 
         def body(_, inp):
-            idx_b, w_b = inp
-            x_b, y_b = self._batch(x, idx_b), self._batch(y, idx_b)
+            x_b, y_b, w_b, _step = inp
+            x_b, y_b, w_b = self._shard(x_b), self._shard(y_b), self._shard(w_b)
             y_pred = self.apply(params, x_b)
-            w_b = self._shard(w_b)
             return None, self._sums(y_b, y_pred, self.loss(y_b, y_pred), w_b)
 
-        _, batch_sums = jax.lax.scan(body, None, (idx, w))
+        _, batch_sums = self._scan_batches(body, None, x, y, idx, w)
         return jax.tree.map(lambda s: jnp.sum(s, axis=0), batch_sums)
 
     def run_epoch(self, state: TrainState, x, y, x_val=None, y_val=None):
@@ -562,6 +602,8 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     mesh = device_mesh(jax.devices() if devices is None else devices, num_seeds)
     if mesh is None:
         vmap_kw, seed_sh, rep_sh = {}, None, None
+        if jax.default_backend() == "cpu":  # under vmap each seed gathers its own chunk
+            engine = dataclasses.replace(engine, chunk_bytes=SMALL_BUFFER_BYTES // num_seeds)
     else:
         P = jax.sharding.PartitionSpec
         engine = dataclasses.replace(

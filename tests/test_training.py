@@ -29,6 +29,7 @@ backend, whose gradients are dense) uses the dense gradient; the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 
 import jax
@@ -602,6 +603,46 @@ def test_batches_cover_order_once(rng, n, batch_size):
     np.testing.assert_array_equal(idx[w], order)
     assert np.all(w[:-1])  # only the last batch is padded
     assert np.all((idx >= 0) & (idx < n))
+
+
+@pytest.mark.parametrize("nb, batch_bytes, chunk_bytes, expected",
+                         [(2000, 48, 512, 10), (6, 60, 512, 6), (7, 60, 512, 7), (7, 60, 300, 1),
+                          (12, 100, 512, 4), (5, 600, 512, 1), (9, 48, 0, 1)])
+def test_chunk_steps_is_the_largest_divisor_that_fits(nb, batch_bytes, chunk_bytes, expected):
+    k = training.chunk_steps(nb, batch_bytes, chunk_bytes)
+    assert k == expected
+    assert nb % k == 0 and (k == 1 or k * batch_bytes <= chunk_bytes)
+
+
+@pytest.mark.parametrize("chunk_bytes", [0, 96, 512])
+def test_epoch_in_chunks_equals_one_minibatch_at_a_time(rng, chunk_bytes):
+    """Gathering minibatches k at a time changes nothing: the same steps with
+    the same data, in the same order (weights and logs bitwise equal to k = 1;
+    with 24 samples of batch 4, 48 bytes each: k = 1, 2 and 6)."""
+    x, y = regression_data(rng, n=30)  # 24 training samples: 6 steps
+    model = small_factory(nnx.Rngs(3))
+    engine, _ = make_engine(model, "mean_squared_error", optimizers.adam(1e-2), batch_size=4)
+    engine = dataclasses.replace(engine, shuffle=True)
+    xt, yt, xv, yv = map(jnp.asarray, (x[:24], y[:24], x[24:], y[24:]))
+
+    def run(e):
+        state = e.init(jax.random.key(1))
+        epoch = jax.jit(e.run_epoch)
+        logs = []
+        for _ in range(2):
+            state, log = epoch(state, xt, yt, xv, yv)
+            logs.append(log)
+        return state, logs
+
+    state0, logs0 = run(engine)
+    state, logs = run(dataclasses.replace(engine, chunk_bytes=chunk_bytes))
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state0.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for log, log0 in zip(logs, logs0):
+        assert set(log) == {"loss", "val_loss"}
+        for name in log:
+            np.testing.assert_array_equal(np.asarray(log[name]), np.asarray(log0[name]))
+    assert int(state.opt_state.count) == 12
 
 
 N_REC, BS_REC = 37, 5
