@@ -24,7 +24,11 @@ Shapes: `B` batch, `T` time, `D` input features, `U = units`, `G` gates
 (SimpleRNN 1, GRU 3, LSTM 4). `kernel` is `(D, G*U)`, `recurrent_kernel`
 `(U, G*U)`, `bias` `(G*U,)` (GRU with `reset_after=True`: `(2, 3U)`, row 0 for
 the input, row 1 for the recurrent projection). Gates are laid side by side in
-Keras' order: LSTM `i, f, c, o`; GRU `z, r, h`.
+Keras' order: LSTM `i, f, c, o`; GRU `z, r, h`. The steps cut them apart
+with `jnp.split`, not basic slicing: the gradient of a split is one
+concatenate, where the gradients of column slices are pads summed inside the
+backward scan, which XLA's CPU backend runs as one slow loop fusion (Reuters
+LSTM epoch 147 -> 123 ms, GRU 144 -> 96 ms).
 """
 
 from __future__ import annotations
@@ -422,10 +426,9 @@ class GRUCell(RNNCellBase):
         """
         h = states[0]
         rk = params["recurrent_kernel"]
-        rk_z, rk_r, rk_h = jnp.split(rk, 3, axis=-1)
+        rk_zr, rk_h = jnp.split(rk, [2 * self.units], axis=-1)
+        rk_z, rk_r = jnp.split(rk_zr, 2, axis=-1)
         rec_masks = None if masks is None else masks.recurrent
-        # jnp.split, not basic slicing: its gradient is one concatenate, where
-        # slices' gradients are pads summed inside the scan (slower on CPU).
         xz, xr, xh = jnp.split(z_t, 3, axis=-1)
         rb = params["bias"][1] if (self.use_bias and self.reset_after) else None
         if rec_masks is None:
@@ -442,7 +445,7 @@ class GRUCell(RNNCellBase):
             rz, rr, rh = jnp.split(inner, 3, axis=-1)
         else:
             if rec_masks is None:
-                rz, rr = jnp.split(h @ jnp.concatenate([rk_z, rk_r], axis=-1), 2, axis=-1)
+                rz, rr = jnp.split(h @ rk_zr, 2, axis=-1)
             else:
                 rz, rr = h_z @ rk_z, h_r @ rk_r
         z = self.recurrent_activation(xz + rz)
@@ -528,8 +531,6 @@ class LSTMCell(RNNCellBase):
         `g = g(x_t W_c + h_{t-1} U_c + b_c)` and `c`, the new cell state `c_t`.
         """
         h, c = states
-        # jnp.split, not basic slicing: its gradient is one concatenate, where
-        # slices' gradients are pads summed inside the scan (slower on CPU).
         z_i, z_f, z_c, z_o = jnp.split(z_t + self._recurrent(params, h, masks), 4, axis=-1)
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)

@@ -148,6 +148,12 @@ _FEISTEL_ROUNDS = 8
 SMALL_BUFFER_BYTES = 512
 
 
+def default_chunk_bytes(num_seeds: int = 1) -> int:
+    """`Engine.chunk_bytes` for one device: `SMALL_BUFFER_BYTES` shared by the
+    seeds on CPU (under `vmap` each seed gathers its own chunk), else 0."""
+    return SMALL_BUFFER_BYTES // num_seeds if jax.default_backend() == "cpu" else 0
+
+
 def _hash_u32(x, key):
     """An integer hash of uint32 `x` keyed by two uint32s (multiply-xorshift)."""
     x = (x ^ key[0]) * jnp.uint32(0x7FEB352D)
@@ -602,8 +608,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     mesh = device_mesh(jax.devices() if devices is None else devices, num_seeds)
     if mesh is None:
         vmap_kw, seed_sh, rep_sh = {}, None, None
-        if jax.default_backend() == "cpu":  # under vmap each seed gathers its own chunk
-            engine = dataclasses.replace(engine, chunk_bytes=SMALL_BUFFER_BYTES // num_seeds)
+        engine = dataclasses.replace(engine, chunk_bytes=default_chunk_bytes(num_seeds))
     else:
         P = jax.sharding.PartitionSpec
         engine = dataclasses.replace(
@@ -712,6 +717,6 @@ def evaluate(model, x, y, *, loss, metrics: Sequence[str] = (), batch_size: int 
                     metrics=_metric_fns(metrics, y.shape, y_pred_shape),
                     optimizer=optax.identity(), batch_size=batch_size,
                     validation_batch_size=batch_size, shuffle=False,
-                    init_params=lambda key: params)
+                    init_params=lambda key: params, chunk_bytes=default_chunk_bytes())
     sums = jax.jit(engine.evaluate_sums)(params, jnp.asarray(x), jnp.asarray(y))
     return {k: float(v) for k, v in _means(sums).items()}
