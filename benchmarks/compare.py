@@ -18,7 +18,9 @@ Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
 
 Each framework runs in its own subprocess (`benchmarks.worker`; Keras fixes
 its backend at import), one after the other so they do not compete. Every
-figure is the median of `--repeats` steady-state runs with min and max;
+figure is the median of `--repeats` steady-state runs with min and max
+(forward calls: at least `--repeats`, and more until they add up to
+`workloads.FORWARD_MIN_SECONDS`, since sub-millisecond calls are noisy);
 compile time (or the first call's extra time) is reported apart. Output: a
 table on the terminal, `<out_dir>/results.json`, and PNG plots of how time
 grows with batch, length, units and seeds.
@@ -72,7 +74,8 @@ def make_tasks(quick: bool, repeats: int, workload_names, data_path=None):
     if "forward" in workload_names:
         cells = ("lstm",) if quick else workloads.CELLS
         for p in workloads.forward_points(quick, cells):
-            tasks.append(dict(kind="forward", features=workloads.FEATURES, repeats=repeats, **p))
+            tasks.append(dict(kind="forward", features=workloads.FEATURES, repeats=repeats,
+                              min_seconds=0.0 if quick else workloads.FORWARD_MIN_SECONDS, **p))
     if "seeds" in workload_names:
         n, epochs = (1000, 1) if quick else (10000, 5)
         for s in (workloads.QUICK_SEEDS if quick else workloads.SEEDS):

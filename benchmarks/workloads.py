@@ -45,6 +45,7 @@ SWEEPS = {
 QUICK_SWEEPS = {"batch": (1, 64), "steps": (100,), "units": (64,)}
 SEEDS = (1, 8, 64, 512)
 QUICK_SEEDS = (1, 8)
+FORWARD_MIN_SECONDS = 0.25  # each forward point: at least `repeats` calls and this long
 
 
 def sum3_data(num_samples: int = 10000, seed: int = 0):
@@ -121,6 +122,22 @@ def call_timed(fn, *args):
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     return out, time.perf_counter() - t0
+
+
+def repeat_calls(call, repeats: int, min_seconds: float = 0.0, max_calls: int = 1000):
+    """Seconds of steady-state calls: `call()` returns one call's seconds; it is
+    called at least `repeats` times, and more until the calls add up to
+    `min_seconds` (at most `max_calls` in all).
+
+    Sub-millisecond forward calls are bimodal on a shared CPU (XLA spreads a
+    small loop body over the cores or not, from call to call), so a median of
+    5 is mostly noise there; a time box gives them hundreds of samples while a
+    100 ms call still gets `repeats`.
+    """
+    times = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_calls):
+        times.append(call())
+    return times
 
 
 def compiled_result(compile_s, first_call_s, times, note=None):

@@ -47,6 +47,20 @@ def test_forward_grid_sweeps_share_the_base_point():
         assert on == sorted(values)
 
 
+@pytest.mark.parametrize("seconds,repeats,min_seconds,calls", [
+    (0.1, 5, 0.0, 5),      # no time box: exactly `repeats`
+    (0.1, 5, 0.25, 5),     # 5 calls already exceed the box
+    (1 / 64, 5, 0.25, 16),  # sub-box calls: repeated until they add up to it (exact sums)
+    (1e-6, 5, 0.25, 40),   # capped at max_calls
+])
+def test_repeat_calls_time_box(seconds, repeats, min_seconds, calls):
+    n = []
+    times = workloads.repeat_calls(lambda: n.append(1) or seconds, repeats, min_seconds,
+                                   max_calls=40)
+    assert len(times) == len(n) == calls
+    assert times == [seconds] * calls
+
+
 def test_ratios_from_medians():
     tasks = [dict(kind="sum3", num_samples=10, epochs=1, batch_size=4, repeats=1),
              dict(kind="forward", cell="lstm", batch=1, steps=10, units=4, features=16,

@@ -163,14 +163,15 @@ def reuters(model, repeats, data_path=None):
 # -- forward ------------------------------------------------------------------
 
 
-def forward(cell, batch, steps, units, features, repeats):
+def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
     """One jitted forward pass `(B, T, D) -> (B, U)` (`outputs[:, -1]`) of
     `nnx.RNN(cell)`. "first": the first call (tracing and compilation included);
-    "times": `repeats` more calls."""
+    "times": the later calls (`workloads.repeat_calls`)."""
     x = jnp.asarray(workloads.forward_input(batch, steps, features))
     net = Net(cell, features, units, 0, nnx.Rngs(0))
     graphdef, state = nnx.split(net)
     fn = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     _, first = workloads.call_timed(fn, state, x)
-    times = [workloads.call_timed(fn, state, x)[1] for _ in range(repeats)]
+    times = workloads.repeat_calls(lambda: workloads.call_timed(fn, state, x)[1], repeats,
+                                   min_seconds)
     return {"first": first, "times": times, "note": NOTE}

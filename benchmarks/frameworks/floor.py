@@ -215,13 +215,14 @@ def reuters(model, repeats, data_path=None):
 # -- forward ------------------------------------------------------------------
 
 
-def forward(cell, batch, steps, units, features, repeats):
+def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
     """One jitted forward pass `(B, T, D) -> (B, U)` (the last output) of `cell`
-    with random weights. "first": compile + the first call; "times": `repeats`
-    more calls."""
+    with random weights. "first": compile + the first call; "times": the later
+    calls (`workloads.repeat_calls`)."""
     x = jnp.asarray(workloads.forward_input(batch, steps, features))
     params = init_cell(jax.random.key(0), cell, features, units)
     exe, compile_s = workloads.compile_timed(lambda p, x: last_output(cell, p, x), params, x)
     _, first = workloads.call_timed(exe, params, x)
-    times = [workloads.call_timed(exe, params, x)[1] for _ in range(repeats)]
+    times = workloads.repeat_calls(lambda: workloads.call_timed(exe, params, x)[1], repeats,
+                                   min_seconds)
     return workloads.compiled_result(compile_s, first, times)

@@ -103,7 +103,7 @@ def reuters(model, repeats, data_path=None):
             "note": "per-epoch wall time of one fit(); the first epoch includes tracing"}
 
 
-def forward(cell, batch, steps, units, features, repeats):
+def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
     """One forward call `(B, T, D) -> (B, U)` through `predict_on_batch`."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((steps, features)), CELLS[cell](units)])
@@ -115,6 +115,6 @@ def forward(cell, batch, steps, units, features, repeats):
         return time.perf_counter() - t0
 
     first = call()
-    times = [call() for _ in range(repeats)]
+    times = workloads.repeat_calls(call, repeats, min_seconds)
     return {"first": first, "times": times,
             "note": "model.predict_on_batch (Keras default layer settings)"}

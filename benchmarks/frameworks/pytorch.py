@@ -124,7 +124,7 @@ def reuters(model, repeats, data_path=None):
             "note": f"per-epoch wall time; CrossEntropyLoss on logits; {KERNELS_NOTE}"}
 
 
-def forward(cell, batch, steps, units, features, repeats):
+def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
     """One forward call `(B, T, D) -> (B, U)` under `torch.inference_mode()`."""
     torch.manual_seed(0)
     layer = CELLS[cell](features, units, batch_first=True).eval()
@@ -138,5 +138,5 @@ def forward(cell, batch, steps, units, features, repeats):
         return time.perf_counter() - t0
 
     first = call()
-    times = [call() for _ in range(repeats)]
+    times = workloads.repeat_calls(call, repeats, min_seconds)
     return {"first": first, "times": times, "note": f"eager, inference_mode; {KERNELS_NOTE}"}

@@ -71,12 +71,13 @@ def reuters(model, repeats, data_path=None):
             "compile": res.compile_seconds, "times": list(res.epoch_seconds[1:])}
 
 
-def forward(cell, batch, steps, units, features, repeats):
+def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
     layer = LAYERS[cell](units, input_shape=(steps, features), rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(layer)
     x = jax.device_put(workloads.forward_input(batch, steps, features))
     exe, compile_s = workloads.compile_timed(
         lambda state, x: nnx.merge(graphdef, state)(x), state, x)
     _, first = workloads.call_timed(exe, state, x)
-    times = [workloads.call_timed(exe, state, x)[1] for _ in range(repeats)]
+    times = workloads.repeat_calls(lambda: workloads.call_timed(exe, state, x)[1], repeats,
+                                   min_seconds)
     return workloads.compiled_result(compile_s, first, times)
