@@ -605,6 +605,41 @@ def test_batches_cover_order_once(rng, n, batch_size):
     assert np.all((idx >= 0) & (idx < n))
 
 
+def _dot_batch_dims(jaxpr):
+    return [e.params["dimension_numbers"][1] for e in jaxpr.eqns
+            if e.primitive.name == "dot_general"]
+
+
+@pytest.mark.parametrize("num_seeds", [1, 3])
+def test_seed_vmap_equals_vmap_and_drops_a_single_seed_axis(num_seeds):
+    def f(a, b, key, c):  # a seed-mapped matmul, a key, an unmapped argument
+        return {"y": a @ b + c, "r": jax.random.uniform(key, (2,)), "k": key}
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(num_seeds, 3, 4)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(num_seeds, 4, 5)), jnp.float32)
+    keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds))
+    c = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
+    in_axes = (0, 0, 0, None)
+    got = training.seed_vmap(f, in_axes=in_axes)(a, b, keys, c)
+    want = jax.vmap(f, in_axes=in_axes)(a, b, keys, c)
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6)
+    np.testing.assert_array_equal(got["r"], want["r"])
+    np.testing.assert_array_equal(jax.random.key_data(got["k"]), jax.random.key_data(want["k"]))
+    assert got["y"].shape == (num_seeds, 3, 5) and got["r"].shape == (num_seeds, 2)
+    # one seed: the matmul has no batch dimension; more: it is batched over seeds
+    batch = _dot_batch_dims(jax.make_jaxpr(training.seed_vmap(f, in_axes=in_axes))(a, b, keys, c))
+    assert batch == ([((), ())] if num_seeds == 1 else [((0,), (0,))])
+    assert training.seed_vmap(f, in_axes=in_axes).__name__ == "f"
+
+
+def test_seed_vmap_keeps_vmap_with_a_mesh_axis_name():
+    # with spmd_axis_name the seed axis is a mesh axis: always a real vmap
+    a = jnp.ones((1, 2, 2))
+    jaxpr = jax.make_jaxpr(training.seed_vmap(lambda x: x @ x, spmd_axis_name="seeds"))(a)
+    assert _dot_batch_dims(jaxpr) == [((0,), (0,))]
+
+
 @pytest.mark.parametrize("nb, batch_bytes, chunk_bytes, expected",
                          [(2000, 48, 512, 10), (6, 60, 512, 6), (7, 60, 512, 7), (7, 60, 300, 1),
                           (12, 100, 512, 4), (5, 600, 512, 1), (9, 48, 0, 1)])
