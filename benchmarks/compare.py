@@ -17,7 +17,10 @@ Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
 4. `seeds`: sum3 with 1, 8, 64 and 512 models trained at once.
 
 Each framework runs in its own subprocess (`benchmarks.worker`; Keras fixes
-its backend at import), one after the other so they do not compete. Every
+its backend at import), one after the other so they do not compete, and in
+rounds, one per workload (every framework's sum3, then every framework's
+Reuters, ...), so that a shared machine's drift during the run falls on all
+frameworks alike rather than on whichever ran last (`--quick`: one round). Every
 figure is the median of `--repeats` steady-state runs with min and max
 (forward calls: at least `--repeats`, and more until they add up to
 `workloads.FORWARD_MIN_SECONDS`, since sub-millisecond calls are noisy);
@@ -84,11 +87,39 @@ def make_tasks(quick: bool, repeats: int, workload_names, data_path=None):
     return tasks
 
 
-def run_worker(framework: str, tasks, tmp: str, timeout: int) -> dict:
+def rounds(tasks, quick: bool):
+    """The task list cut into rounds: one per workload kind, in task order
+    (`quick`: all tasks in one round)."""
+    if quick:
+        return [tasks] if tasks else []
+    kinds = list(dict.fromkeys(t["kind"] for t in tasks))
+    return [[t for t in tasks if t["kind"] == k] for k in kinds]
+
+
+def merge_outputs(parts) -> dict:
+    """One framework's worker outputs of several rounds as one output: results
+    in order, walls summed, failures joined, versions and unavailability from
+    the first round that has them."""
+    out = {"results": [], "wall": 0.0}
+    failures = []
+    for part in parts:
+        for k in ("framework", "versions", "unavailable"):
+            if k in part and k not in out:
+                out[k] = part[k]
+        out["results"] += part.get("results", [])
+        out["wall"] += part.get("wall", 0.0)
+        if "failure" in part:
+            failures.append(part["failure"])
+    if failures:
+        out["failure"] = "; ".join(failures)
+    return out
+
+
+def run_worker(framework: str, tasks, tmp: str, timeout: int, tag: str = "") -> dict:
     """Runs `benchmarks.worker` for one framework; returns its results (what it
     measured before a timeout or a crash included)."""
-    tasks_path = os.path.join(tmp, f"{framework}.tasks.json")
-    out_path = os.path.join(tmp, f"{framework}.out.json")
+    tasks_path = os.path.join(tmp, f"{framework}{tag}.tasks.json")
+    out_path = os.path.join(tmp, f"{framework}{tag}.out.json")
     with open(tasks_path, "w") as f:
         json.dump(tasks, f)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -137,16 +168,22 @@ def main(argv):
                        FLAGS.reuters_path)
     frameworks = [fw for fw in FRAMEWORKS if fw in FLAGS.frameworks]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    outputs = {}
+    parts = {fw: [] for fw in frameworks}
     with tempfile.TemporaryDirectory() as tmp:
-        for fw in frameworks:
-            print(f"running {LABELS[fw]} ...", flush=True)
-            outputs[fw] = run_worker(fw, tasks, tmp, FLAGS.worker_timeout)
-            if "unavailable" in outputs[fw]:
-                print(f"  {LABELS[fw]} unavailable: {outputs[fw]['unavailable']}")
-            if "failure" in outputs[fw]:
-                print(f"  {LABELS[fw]} failed: {outputs[fw]['failure']}")
-            print(f"  {outputs[fw]['wall']:.0f} s", flush=True)
+        for i, round_tasks in enumerate(rounds(tasks, FLAGS.quick)):
+            what = "all" if FLAGS.quick else round_tasks[0]["kind"]
+            for fw in frameworks:
+                if any("unavailable" in p for p in parts[fw]):
+                    continue
+                print(f"running {LABELS[fw]}: {what} ({len(round_tasks)} tasks) ...", flush=True)
+                part = run_worker(fw, round_tasks, tmp, FLAGS.worker_timeout, tag=f".{i}")
+                parts[fw].append(part)
+                if "unavailable" in part:
+                    print(f"  {LABELS[fw]} unavailable: {part['unavailable']}")
+                if "failure" in part:
+                    print(f"  {LABELS[fw]} failed: {part['failure']}")
+                print(f"  {part['wall']:.0f} s", flush=True)
+    outputs = {fw: merge_outputs(p) for fw, p in parts.items()}
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)

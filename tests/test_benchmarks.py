@@ -86,6 +86,26 @@ def test_ratios_from_medians():
     assert "error" in text and "200ms" in text
 
 
+def test_rounds_one_per_workload_and_merged_outputs():
+    from benchmarks import compare
+
+    tasks = compare.make_tasks(False, 5, ["sum3", "forward", "seeds"])
+    rs = compare.rounds(tasks, quick=False)
+    assert [{t["kind"] for t in r} for r in rs] == [{"sum3"}, {"forward"}, {"seeds"}]
+    assert [t for r in rs for t in r] == tasks  # every task once, in order
+    assert compare.rounds(tasks, quick=True) == [tasks]
+    merged = compare.merge_outputs([
+        {"framework": "floor", "versions": {"jax": "x"}, "results": [{"task": tasks[0]}],
+         "wall": 2.0},
+        {"framework": "floor", "versions": {"jax": "x"}, "results": [{"task": tasks[1]}],
+         "wall": 3.0, "failure": "stopped"},
+        {"framework": "floor", "results": [{"task": tasks[-1]}], "wall": 1.0}])
+    assert merged["results"] == [{"task": tasks[0]}, {"task": tasks[1]}, {"task": tasks[-1]}]
+    assert merged["wall"] == 6.0 and merged["failure"] == "stopped"
+    assert merged["versions"] == {"jax": "x"} and "unavailable" not in merged
+    assert compare.merge_outputs([{"unavailable": "no torch", "results": []}])["unavailable"]
+
+
 def test_compare_quick_runs_every_framework(tmp_path):
     out = tmp_path / "cmp"
     have_reuters = os.path.exists(workloads.DEFAULT_REUTERS)  # ../shared/data/reuters.npz
