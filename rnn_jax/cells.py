@@ -278,6 +278,12 @@ class RNNCellBase(Layer):
         output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
         return output, new_states
 
+    def output_from_states(self, states):
+        """The step's output read back from the states it returned, or None
+        where a cell cannot say (the scan then carries the output too). Keras'
+        SimpleRNN, GRU and LSTM cells output `h`, their first state."""
+        return states[0] if type(self) in (SimpleRNNCell, GRUCell, LSTMCell) else None
+
     def _as_states(self, states):
         if isinstance(states, (list, tuple)):
             return tuple(as_float(s, self.dtype) for s in states)
@@ -628,6 +634,10 @@ class StackedRNNCells(Layer):
         """`step_with_gates` without the gates: `(output, per-cell new states)`."""
         output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
         return output, new_states
+
+    def output_from_states(self, states):
+        """The last cell's output, from its states (None if it cannot say)."""
+        return self.cells[-1].output_from_states(states[-1])
 
     def _as_states(self, states):
         if not isinstance(states, (list, tuple)) or len(states) != len(self.cells):

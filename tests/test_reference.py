@@ -515,3 +515,33 @@ def test_property_layer_matches_reference(structure, configs, batch, steps, inpu
     assert len(got_states) == (len(exp_states) if return_state else 0)
     for got, want in zip(got_states, exp_states):
         assert_close(got, want, "float32", "final states")
+
+
+class _DoubledOutputCell(R.SimpleRNNCell):
+    """A cell whose output is not its state: `y_t = 2 h_t` (state `h_t` as SimpleRNN's)."""
+
+    def step_with_gates(self, params, z_t, states, masks=None):
+        h, new_states, gates = super().step_with_gates(params, z_t, states, masks)
+        return 2.0 * h, new_states, gates
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_last_output_of_a_cell_whose_output_is_not_its_state(return_sequences):
+    # Without a mask the scan carries only the states where a cell's output is
+    # read back from them (Keras' cells); a subclass that outputs something else
+    # must still get its own last output.
+    B, T, D, U = 3, 5, 2, 4
+    cell = _DoubledOutputCell(U, input_shape=(D,), rngs=nnx.Rngs(2))
+    assert cell.output_from_states((jnp.zeros((B, U)),)) is None
+    layer = R.RNN(cell, return_sequences=return_sequences, return_state=True)
+    x = np.random.default_rng(4).normal(size=(B, T, D)).astype(np.float32)
+    out, h_last = layer(x)
+    W, Uk, b = (np.asarray(w) for w in cell.get_weights())
+    h = np.zeros((B, U), np.float32)
+    ys = []
+    for t in range(T):
+        h = np.stack([ref.simple_rnn_step(x[i, t], h[i], W, Uk, b, np.tanh) for i in range(B)])
+        ys.append(2.0 * h)
+    want = np.stack(ys, 1) if return_sequences else ys[-1]
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(h_last), h, rtol=1e-5, atol=1e-6)
