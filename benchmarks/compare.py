@@ -2,7 +2,7 @@
 and JAX backends), Flax's own `nnx.RNN`, a hand-written `lax.scan` loop (the
 floor) and PyTorch (when importable).
 
-    python -m benchmarks.compare            # everything, ~30-40 minutes on 2 CPU cores
+    python -m benchmarks.compare            # everything, about 10 minutes on 2 CPU cores
     python -m benchmarks.compare --quick    # a small subset, under 2 minutes
 
 Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
