@@ -684,28 +684,29 @@ N_REC, BS_REC = 37, 5
 N_TRAIN_REC = 29  # Keras' floor(37 * 0.8): 6 steps of 5, the last with 4 real samples
 
 
-def _recorded_fit(shuffle, seed, epochs):
+def _recorded_fit(shuffle, seed, epochs, n=N_REC, batch_size=BS_REC):
     """Fit with a loss that records its labels; labels are the sample indices.
 
     Returns the `FitResult` and, per epoch, the training samples in the order
     the steps saw them and the validation samples in the order evaluated.
     """
-    x = np.random.default_rng(0).normal(size=(N_REC, 3, 1)).astype("float32")
-    y = np.arange(N_REC, dtype="float32")[:, None]
+    x = np.random.default_rng(0).normal(size=(n, 3, 1)).astype("float32")
+    y = np.arange(n, dtype="float32")[:, None]
     record = []
     result = rnn_jax.fit(small_factory(nnx.Rngs(0)), x, y, loss=recording_loss(record),
-                         optimizer=optimizers.adam(1e-3), batch_size=BS_REC, epochs=epochs,
+                         optimizer=optimizers.adam(1e-3), batch_size=batch_size, epochs=epochs,
                          validation_split=0.2, shuffle=shuffle, seed=seed, verbose=0,
                          compiler_options=FAST)
-    steps = math.ceil(N_TRAIN_REC / BS_REC)
-    val_batches = math.ceil((N_REC - N_TRAIN_REC) / BS_REC)
+    n_train = training.train_validation_split(n, 0.2)
+    steps = math.ceil(n_train / batch_size)
+    val_batches = math.ceil((n - n_train) / batch_size)
     assert len(record) == epochs * (steps + val_batches)
     per_epoch = []
     for e in range(epochs):
         calls = record[e * (steps + val_batches):(e + 1) * (steps + val_batches)]
         train = np.concatenate(calls[:steps]).astype(int)
         val = np.concatenate(calls[steps:]).astype(int)
-        per_epoch.append((train[:N_TRAIN_REC], val[:N_REC - N_TRAIN_REC]))
+        per_epoch.append((train[:n_train], val[:n - n_train]))
     return result, per_epoch
 
 
@@ -725,6 +726,16 @@ def test_epoch_visits_every_training_sample_once(shuffled_seed0):
 
 
 # -- 10. shuffling ------------------------------------------------------------------------------
+
+
+def test_epoch_visits_every_sample_once_past_2048():
+    # 2,080 training samples take the Feistel path, whose out-of-range values
+    # the epoch looks up chunk by chunk (`_order_and_tail`, `_resolve_order`).
+    _, per_epoch = _recorded_fit(shuffle=True, seed=0, epochs=2, n=2600, batch_size=80)
+    for train, val in per_epoch:
+        np.testing.assert_array_equal(np.sort(train), np.arange(2080))
+        np.testing.assert_array_equal(val, np.arange(2080, 2600))
+    assert not np.array_equal(per_epoch[0][0], per_epoch[1][0])
 
 
 def test_shuffle_draws_a_new_order_every_epoch(shuffled_seed0):
@@ -994,6 +1005,47 @@ def test_shuffled_order_large_n_has_no_detectable_bias():
     before = np.mean(positions[:, :-1] < positions[:, 1:], axis=0)
     z = (before - 0.5) / np.sqrt(0.25 / draws)
     assert abs(np.mean(z)) < 0.2 and 0.85 < np.std(z) < 1.15 and np.max(np.abs(z)) < 5.5
+
+
+def _feistel_walk_reference(key, n):
+    """`shuffled_order`'s Feistel path written out in numpy: each position
+    walked on its own until its value falls below n."""
+    b = (n - 1).bit_length()
+    round_keys = np.asarray(jax.random.bits(key, (8, 2), jnp.uint32)).astype(np.uint64)
+    mask32 = np.uint64(0xFFFFFFFF)
+
+    def hash_u32(x, k):
+        x = ((x ^ k[0]) * np.uint64(0x7FEB352D)) & mask32
+        x ^= x >> np.uint64(15)
+        x = ((x + k[1]) * np.uint64(0x846CA68B)) & mask32
+        return x ^ (x >> np.uint64(16))
+
+    def permute(v):
+        r = b // 2
+        for k in round_keys:
+            lo, hi = v & np.uint64((1 << r) - 1), v >> np.uint64(r)
+            f = hash_u32(lo, k)
+            v = (lo << np.uint64(b - r)) | ((hi ^ f) & np.uint64((1 << (b - r)) - 1))
+            r = b - r
+        return v
+
+    order = []
+    for i in range(n):
+        v = permute(np.uint64(i))
+        while v >= n:
+            v = permute(v)
+        order.append(int(v))
+    return np.array(order)
+
+
+@pytest.mark.parametrize("n", [2049, 2500, 3000])
+def test_shuffled_order_is_the_feistel_cycle_walk(n):
+    # n = 2049 leaves 2,047 of the 4,096 Feistel values outside range(n), so
+    # some keys have cycles wholly outside it (`_order_and_tail` must stop there).
+    for seed in range(3):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(np.asarray(training.shuffled_order(key, n)),
+                                      _feistel_walk_reference(key, n))
 
 
 def test_shuffled_order_is_uniform():
