@@ -17,10 +17,13 @@ Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
 4. `seeds`: sum3 with 1, 8, 64 and 512 models trained at once.
 
 Each framework runs in its own subprocess (`benchmarks.worker`; Keras fixes
-its backend at import), one after the other so they do not compete, and in
-rounds, one per workload (every framework's sum3, then every framework's
-Reuters, ...), so that a shared machine's drift during the run falls on all
-frameworks alike rather than on whichever ran last (`--quick`: one round). Every
+its backend at import), all started at the beginning and kept up; each task
+(one forward point, one Reuters epoch, ...) goes to every framework in turn,
+one at a time so that they do not compete, in an order rotated from task to
+task (`run_interleaved`). So every task is measured by every framework within
+seconds of the others, and a shared machine's drift during the run (up to
+50% within an hour on the 2-core VMs measured) falls on all of them alike
+rather than on whichever ran its workload last. Every
 figure is the median of `--repeats` steady-state runs with min and max
 (forward calls: at least `--repeats`, and more until they add up to
 `workloads.FORWARD_MIN_SECONDS`, since sub-millisecond calls are noisy);
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import select
 import subprocess
 import sys
 import tempfile
@@ -53,8 +57,8 @@ flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"frameworks to run, of {FRAME
 flags.DEFINE_list("workloads", list(WORKLOADS), f"workloads to run, of {WORKLOADS}")
 flags.DEFINE_string("out_dir", "benchmarks/results/compare", "where results.json and plots go")
 flags.DEFINE_string("reuters_path", None, "reuters.npz (default: ../shared/data/reuters.npz)")
-flags.DEFINE_integer("worker_timeout", 3600, "seconds before a framework's worker is stopped",
-                     lower_bound=1)
+flags.DEFINE_integer("task_timeout", 1800, "seconds one framework may take for one task before "
+                     "its worker is stopped", lower_bound=1)
 flags.register_validator("frameworks", lambda v: set(v) <= set(FRAMEWORKS),
                          message=f"--frameworks must be names from {FRAMEWORKS}")
 flags.register_validator("workloads", lambda v: set(v) <= set(WORKLOADS),
@@ -87,60 +91,134 @@ def make_tasks(quick: bool, repeats: int, workload_names, data_path=None):
     return tasks
 
 
-def rounds(tasks, quick: bool):
-    """The task list cut into rounds: one per workload kind, in task order
-    (`quick`: all tasks in one round)."""
-    if quick:
-        return [tasks] if tasks else []
-    kinds = list(dict.fromkeys(t["kind"] for t in tasks))
-    return [[t for t in tasks if t["kind"] == k] for k in kinds]
+def turn_order(frameworks, i: int) -> list:
+    """The frameworks in the order they run task `i`: rotated by one each task,
+    so that none is always first or last."""
+    k = i % len(frameworks) if frameworks else 0
+    return list(frameworks[k:]) + list(frameworks[:k])
 
 
-def merge_outputs(parts) -> dict:
-    """One framework's worker outputs of several rounds as one output: results
-    in order, walls summed, failures joined, versions and unavailability from
-    the first round that has them."""
-    out = {"results": [], "wall": 0.0}
-    failures = []
-    for part in parts:
-        for k in ("framework", "versions", "unavailable"):
-            if k in part and k not in out:
-                out[k] = part[k]
-        out["results"] += part.get("results", [])
-        out["wall"] += part.get("wall", 0.0)
-        if "failure" in part:
-            failures.append(part["failure"])
-    if failures:
-        out["failure"] = "; ".join(failures)
-    return out
+class Worker:
+    """One framework's `benchmarks.worker` process, serving tasks one at a time.
+
+    `out` collects what the framework reported: `versions` or `unavailable`,
+    the task records in order, `wall` (seconds spent in its tasks) and a
+    `failure` when the worker crashed or a task ran past its timeout (the
+    worker is then stopped and given no more tasks).
+    """
+
+    def __init__(self, framework: str, log_dir: str, timeout: float):
+        self.framework = framework
+        self.out = {"framework": framework, "results": [], "wall": 0.0}
+        self._log_path = os.path.join(log_dir, f"{framework}.log")
+        self._log = open(self._log_path, "w")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", framework], cwd=workloads.ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
+        header = self._read(timeout)
+        if header is None:
+            self._fail("did not start", timeout)
+        else:
+            self.out.update(header)
+            if "unavailable" in header:
+                self.close()
+
+    @property
+    def serving(self) -> bool:
+        return "failure" not in self.out and "unavailable" not in self.out
+
+    def run(self, task: dict, timeout: float) -> None:
+        """Gives the worker one task and records its answer."""
+        t0 = time.perf_counter()
+        try:
+            self._proc.stdin.write(json.dumps(task) + "\n")
+            self._proc.stdin.flush()
+            record = self._read(timeout)
+        except OSError:  # the worker has gone
+            record = None
+        self.out["wall"] += time.perf_counter() - t0
+        if record is None:
+            self._fail(f"task {task}", timeout)
+        else:
+            self.out["results"].append(record)
+
+    def _read(self, timeout: float):
+        """The worker's next JSON line; None after `timeout` seconds or if it exited.
+        (The worker writes one line per request, so none waits in a buffer.)"""
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self._proc.stdout.readline()
+        if not line:  # the worker closed its output: wait for its exit status
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+            return None
+        return json.loads(line)
+
+    def _fail(self, what: str, timeout: float) -> None:
+        if self._proc.poll() is None:
+            self.out["failure"] = f"{what}: stopped after {timeout:.0f} s (--task_timeout)"
+        else:
+            self._log.flush()
+            with open(self._log_path) as f:
+                tail = f.read()[-2000:]
+            self.out["failure"] = f"{what}: exit status {self._proc.returncode}: {tail}"
+        self.close()
+
+    def close(self) -> None:
+        """Ends the worker: end of input, or killed if it is still busy."""
+        if self._proc.poll() is None:
+            if "failure" in self.out:
+                self._proc.kill()
+            else:
+                try:
+                    self._proc.stdin.close()
+                except OSError:
+                    pass
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
 
 
-def run_worker(framework: str, tasks, tmp: str, timeout: int, tag: str = "") -> dict:
-    """Runs `benchmarks.worker` for one framework; returns its results (what it
-    measured before a timeout or a crash included)."""
-    tasks_path = os.path.join(tmp, f"{framework}{tag}.tasks.json")
-    out_path = os.path.join(tmp, f"{framework}{tag}.out.json")
-    with open(tasks_path, "w") as f:
-        json.dump(tasks, f)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    t0 = time.perf_counter()
+def run_interleaved(frameworks, tasks, log_dir: str, timeout: float, pause: float = 0.05,
+                    progress=print) -> dict:
+    """Every task given to every framework's worker in turn (`turn_order`);
+    returns `{framework: Worker.out}`.
+
+    All workers stay up for the whole run, so each task is measured by every
+    framework within seconds of the others, and the drift of a shared machine
+    falls on all of them alike. `pause` seconds before each task let the
+    previous worker's thread pools go idle.
+    """
+    workers = {}
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", framework, tasks_path,
-                               out_path], cwd=workloads.ROOT, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-        failure = None if proc.returncode == 0 else (
-            f"exit status {proc.returncode}: {proc.stderr[-2000:]}")
-    except subprocess.TimeoutExpired:
-        failure = f"stopped after {timeout} s (--worker_timeout)"
-    wall = time.perf_counter() - t0
-    out = {"framework": framework, "results": []}
-    if os.path.exists(out_path):
-        with open(out_path) as f:
-            out = json.load(f)
-    if failure:
-        out["failure"] = failure
-    out["wall"] = wall
-    return out
+        for fw in frameworks:
+            workers[fw] = Worker(fw, log_dir, timeout)
+            if "unavailable" in workers[fw].out:
+                progress(f"  {LABELS[fw]} unavailable: {workers[fw].out['unavailable']}")
+        for i, task in enumerate(tasks):
+            walls = []
+            for fw in turn_order(frameworks, i):
+                w = workers[fw]
+                if not w.serving:
+                    continue
+                time.sleep(pause)
+                before = w.out["wall"]
+                w.run(task, timeout)
+                walls.append(f"{LABELS[fw]} {w.out['wall'] - before:.1f} s")
+                if "failure" in w.out:
+                    progress(f"  {LABELS[fw]} failed: {w.out['failure']}")
+            progress(f"[{i + 1}/{len(tasks)}] {report.task_label(task)}: " + ", ".join(walls))
+    finally:
+        for w in workers.values():
+            w.close()
+    return {fw: w.out for fw, w in workers.items()}
 
 
 # -- main -------------------------------------------------------------------------
@@ -168,22 +246,8 @@ def main(argv):
                        FLAGS.reuters_path)
     frameworks = [fw for fw in FRAMEWORKS if fw in FLAGS.frameworks]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    parts = {fw: [] for fw in frameworks}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, round_tasks in enumerate(rounds(tasks, FLAGS.quick)):
-            what = "all" if FLAGS.quick else round_tasks[0]["kind"]
-            for fw in frameworks:
-                if any("unavailable" in p for p in parts[fw]):
-                    continue
-                print(f"running {LABELS[fw]}: {what} ({len(round_tasks)} tasks) ...", flush=True)
-                part = run_worker(fw, round_tasks, tmp, FLAGS.worker_timeout, tag=f".{i}")
-                parts[fw].append(part)
-                if "unavailable" in part:
-                    print(f"  {LABELS[fw]} unavailable: {part['unavailable']}")
-                if "failure" in part:
-                    print(f"  {LABELS[fw]} failed: {part['failure']}")
-                print(f"  {part['wall']:.0f} s", flush=True)
-    outputs = {fw: merge_outputs(p) for fw, p in parts.items()}
+        outputs = run_interleaved(frameworks, tasks, tmp, FLAGS.task_timeout)
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)

@@ -106,7 +106,7 @@ def ratios(table, tasks) -> dict:
     return out
 
 
-def _task_label(t):
+def task_label(t):
     if t["kind"] == "sum3":
         return f"sum3 {t['num_samples']} samples, {t['epochs']} epochs (training)"
     if t["kind"] == "reuters":
@@ -136,7 +136,7 @@ def format_table(table, tasks, frameworks) -> str:
                 s = e["steady"]
                 cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])},{_fmt(s['max'])}]")
                 comp.append(f"+{_fmt(e['compile'])} compile")
-        lines.append(f"{_task_label(t):44s}" + "".join(f"{c:>26s}" for c in cells))
+        lines.append(f"{task_label(t):44s}" + "".join(f"{c:>26s}" for c in cells))
         if any(comp):
             lines.append(f"{'':44s}" + "".join(f"{c:>26s}" for c in comp))
     return "\n".join(lines)

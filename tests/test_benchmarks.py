@@ -86,24 +86,72 @@ def test_ratios_from_medians():
     assert "error" in text and "200ms" in text
 
 
-def test_rounds_one_per_workload_and_merged_outputs():
+def test_turn_order_rotates_every_framework_through_every_place():
     from benchmarks import compare
 
-    tasks = compare.make_tasks(False, 5, ["sum3", "forward", "seeds"])
-    rs = compare.rounds(tasks, quick=False)
-    assert [{t["kind"] for t in r} for r in rs] == [{"sum3"}, {"forward"}, {"seeds"}]
-    assert [t for r in rs for t in r] == tasks  # every task once, in order
-    assert compare.rounds(tasks, quick=True) == [tasks]
-    merged = compare.merge_outputs([
-        {"framework": "floor", "versions": {"jax": "x"}, "results": [{"task": tasks[0]}],
-         "wall": 2.0},
-        {"framework": "floor", "versions": {"jax": "x"}, "results": [{"task": tasks[1]}],
-         "wall": 3.0, "failure": "stopped"},
-        {"framework": "floor", "results": [{"task": tasks[-1]}], "wall": 1.0}])
-    assert merged["results"] == [{"task": tasks[0]}, {"task": tasks[1]}, {"task": tasks[-1]}]
-    assert merged["wall"] == 6.0 and merged["failure"] == "stopped"
-    assert merged["versions"] == {"jax": "x"} and "unavailable" not in merged
-    assert compare.merge_outputs([{"unavailable": "no torch", "results": []}])["unavailable"]
+    fws = ["a", "b", "c"]
+    orders = [compare.turn_order(fws, i) for i in range(6)]
+    assert orders[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert orders[3:] == orders[:3]
+    assert compare.turn_order([], 4) == []
+
+
+def test_workers_interleave_tasks_and_report_failures(tmp_path, monkeypatch):
+    # Stand-in frameworks, one module each: `fake_ok` answers every task,
+    # `fake_crash` dies on its second task, `fake_slow` runs past the
+    # timeout, `fake_missing` is not installed. The log of calls tells
+    # the order the tasks were run in.
+    from benchmarks import compare
+
+    pkg = tmp_path / "benchmarks" / "frameworks"
+    pkg.mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    ok = f"""
+import time
+def versions():
+    return {{"fake": "1"}}
+def forward(n):
+    with open({str(calls)!r}, "a") as f:
+        f.write(f"{{__name__.split('.')[-1]}} {{n}}\\n")
+    return {{"first": 0.5, "times": [0.25]}}
+"""
+    (pkg / "fake_ok.py").write_text(ok)
+    (pkg / "fake_crash.py").write_text(ok + "\ndef sum3(n):\n    raise SystemExit(3)\n")
+    (pkg / "fake_slow.py").write_text(
+        ok.replace('return {"first"', 'time.sleep(60 if n else 0)\n    return {"first"'))
+    (pkg / "fake_missing.py").write_text("import a_module_that_is_not_installed\n")
+    # The workers start in workloads.ROOT, here tmp_path, whose `benchmarks`
+    # package reaches the real one (benchmarks.worker) and the stand-ins.
+    real = os.path.join(ROOT, "benchmarks", "frameworks")
+    (pkg / "__init__.py").write_text(f"__path__.append({real!r})\n")
+    (tmp_path / "benchmarks" / "__init__.py").write_text(
+        f"__path__.append({os.path.join(ROOT, 'benchmarks')!r})\n")
+    monkeypatch.setattr(compare.workloads, "ROOT", str(tmp_path))
+    monkeypatch.setitem(compare.LABELS, "fake_ok", "ok")
+    monkeypatch.setitem(compare.LABELS, "fake_crash", "crash")
+    monkeypatch.setitem(compare.LABELS, "fake_slow", "slow")
+    monkeypatch.setitem(compare.LABELS, "fake_missing", "missing")
+    monkeypatch.setattr(compare.report, "task_label", str)
+    tasks = [{"kind": "forward", "n": 0}, {"kind": "sum3", "n": 1}, {"kind": "forward", "n": 2},
+             {"kind": "reuters", "n": 3}]
+    lines = []
+    out = compare.run_interleaved(["fake_ok", "fake_crash", "fake_slow", "fake_missing"],
+                                  tasks, str(tmp_path), timeout=20, pause=0,
+                                  progress=lines.append)
+    assert out["fake_missing"]["unavailable"].startswith("ModuleNotFoundError")
+    assert out["fake_ok"]["versions"] == {"fake": "1"}
+    assert [r["task"] for r in out["fake_ok"]["results"]] == tasks
+    assert [("unsupported" in r, r.get("first")) for r in out["fake_ok"]["results"]] == [
+        (False, 0.5), (True, None), (False, 0.5), (True, None)]
+    assert "exit status 3" in out["fake_crash"]["failure"]
+    assert len(out["fake_crash"]["results"]) == 1  # nothing after the crash
+    assert "stopped after 20 s" in out["fake_slow"]["failure"]
+    assert "failure" not in out["fake_ok"]
+    # Task 0 in the order given; task 2 rotated by two (crash gone): slow,
+    # stopped after its timeout, then ok; task 3 ok alone.
+    assert calls.read_text().split("\n") == ["fake_ok 0", "fake_crash 0", "fake_slow 0",
+                                             "fake_slow 2", "fake_ok 2", ""]
+    assert len([ln for ln in lines if ln.startswith("[")]) == len(tasks)
 
 
 def test_compare_quick_runs_every_framework(tmp_path):
