@@ -107,7 +107,7 @@ class Worker:
     worker is then stopped and given no more tasks).
     """
 
-    def __init__(self, framework: str, log_dir: str, timeout: float):
+    def __init__(self, framework: str, log_dir: str):
         self.framework = framework
         self.out = {"framework": framework, "results": [], "wall": 0.0}
         self._log_path = os.path.join(log_dir, f"{framework}.log")
@@ -116,6 +116,9 @@ class Worker:
             [sys.executable, "-m", "benchmarks.worker", framework], cwd=workloads.ROOT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, text=True)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Reads the worker's first line: its versions, or that it is unavailable."""
         header = self._read(timeout)
         if header is None:
             self._fail("did not start", timeout)
@@ -198,8 +201,10 @@ def run_interleaved(frameworks, tasks, log_dir: str, timeout: float, pause: floa
     """
     workers = {}
     try:
+        for fw in frameworks:  # all start at once: their imports overlap
+            workers[fw] = Worker(fw, log_dir)
         for fw in frameworks:
-            workers[fw] = Worker(fw, log_dir, timeout)
+            workers[fw].wait_ready(timeout)
             if "unavailable" in workers[fw].out:
                 progress(f"  {LABELS[fw]} unavailable: {workers[fw].out['unavailable']}")
         for i, task in enumerate(tasks):

@@ -136,7 +136,7 @@ def forward(n):
              {"kind": "reuters", "n": 3}]
     lines = []
     out = compare.run_interleaved(["fake_ok", "fake_crash", "fake_slow", "fake_missing"],
-                                  tasks, str(tmp_path), timeout=20, pause=0,
+                                  tasks, str(tmp_path), timeout=6, pause=0,
                                   progress=lines.append)
     assert out["fake_missing"]["unavailable"].startswith("ModuleNotFoundError")
     assert out["fake_ok"]["versions"] == {"fake": "1"}
@@ -145,7 +145,7 @@ def forward(n):
         (False, 0.5), (True, None), (False, 0.5), (True, None)]
     assert "exit status 3" in out["fake_crash"]["failure"]
     assert len(out["fake_crash"]["results"]) == 1  # nothing after the crash
-    assert "stopped after 20 s" in out["fake_slow"]["failure"]
+    assert "stopped after 6 s" in out["fake_slow"]["failure"]
     assert "failure" not in out["fake_ok"]
     # Task 0 in the order given; task 2 rotated by two (crash gone): slow,
     # stopped after its timeout, then ok; task 3 ok alone.
