@@ -2,7 +2,7 @@
 and JAX backends), Flax's own `nnx.RNN`, a hand-written `lax.scan` loop (the
 floor) and PyTorch (when importable).
 
-    python -m benchmarks.compare            # everything, about 10 minutes on 2 CPU cores
+    python -m benchmarks.compare            # everything, 10 to 15 minutes on 2 CPU cores
     python -m benchmarks.compare --quick    # a small subset, under 2 minutes
 
 Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
@@ -21,8 +21,8 @@ its backend at import), all started at the beginning and kept up; each task
 (one forward point, one Reuters epoch, ...) goes to every framework in turn,
 one at a time so that they do not compete, in an order rotated from task to
 task (`run_interleaved`). So every task is measured by every framework within
-seconds of the others, and a shared machine's drift during the run (up to
-50% within an hour on the 2-core VMs measured) falls on all of them alike
+seconds of the others, and a shared machine's drift during the run (more
+than 2x within two hours on one 2-core VM measured) falls on all of them alike
 rather than on whichever ran its workload last. Every
 figure is the median of `--repeats` steady-state runs with min and max
 (forward calls: at least `--repeats`, and more until they add up to
