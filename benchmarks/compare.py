@@ -29,7 +29,9 @@ figure is the median of `--repeats` steady-state runs with min and max
 `workloads.FORWARD_MIN_SECONDS`, since sub-millisecond calls are noisy);
 compile time (or the first call's extra time) is reported apart. Output: a
 table on the terminal, `<out_dir>/results.json`, and PNG plots of how time
-grows with batch, length, units and seeds.
+grows with batch, length, units and seeds. Interrupted (Ctrl-C, or SIGTERM
+from a time limit), it stops the workers and still writes all of that for
+the tasks done so far, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import json
 import os
 import platform
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -198,8 +201,14 @@ def run_interleaved(frameworks, tasks, log_dir: str, timeout: float, pause: floa
     framework within seconds of the others, and the drift of a shared machine
     falls on all of them alike. `pause` seconds before each task let the
     previous worker's thread pools go idle.
+
+    Interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM under `main`), it
+    stops the workers and returns what they answered so far, every worker
+    still serving marked with the failure "interrupted after i of n tasks",
+    so that the tasks already measured are reported rather than lost.
     """
     workers = {}
+    done = 0
     try:
         for fw in frameworks:  # all start at once: their imports overlap
             workers[fw] = Worker(fw, log_dir)
@@ -219,7 +228,14 @@ def run_interleaved(frameworks, tasks, log_dir: str, timeout: float, pause: floa
                 walls.append(f"{LABELS[fw]} {w.out['wall'] - before:.1f} s")
                 if "failure" in w.out:
                     progress(f"  {LABELS[fw]} failed: {w.out['failure']}")
-            progress(f"[{i + 1}/{len(tasks)}] {report.task_label(task)}: " + ", ".join(walls))
+            done = i + 1
+            progress(f"[{done}/{len(tasks)}] {report.task_label(task)}: " + ", ".join(walls))
+    except KeyboardInterrupt:
+        where = f"interrupted after {done} of {len(tasks)} tasks"
+        progress(f"{where}: stopping the workers; the tasks done so far are reported")
+        for w in workers.values():
+            if w.serving:
+                w.out["failure"] = where
     finally:
         for w in workers.values():
             w.close()
@@ -242,6 +258,10 @@ def machine() -> dict:
     return info
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -251,8 +271,12 @@ def main(argv):
                        FLAGS.reuters_path)
     frameworks = [fw for fw in FRAMEWORKS if fw in FLAGS.frameworks]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
+    # SIGTERM (a time limit, `kill`) interrupts like Ctrl-C: the tasks done so
+    # far are still reported (`run_interleaved`).
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory() as tmp:
         outputs = run_interleaved(frameworks, tasks, tmp, FLAGS.task_timeout)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)

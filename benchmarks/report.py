@@ -186,13 +186,18 @@ def format_ratios(r) -> str:
 # -- plots ------------------------------------------------------------------------
 
 
+def _measured(table, task, frameworks) -> bool:
+    """Whether some framework has a time for `task` (an interrupted run may not)."""
+    return any(_median(table, task, fw) is not None for fw in frameworks)
+
+
 def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
     """One PNG per cell: time of a forward call against batch, length and units,
     and the throughput (sequences per second) against batch."""
     from rnn_jax.plots import _figure, _save
 
     paths = []
-    fwd = [t for t in tasks if t["kind"] == "forward"]
+    fwd = [t for t in tasks if t["kind"] == "forward" and _measured(table, t, frameworks)]
     for cell in dict.fromkeys(t["cell"] for t in fwd):
         fig, axes = _figure(1, 4, width=3.8, height=3.4)
         for ax, axis in zip(axes, ("batch", "steps", "units")):
@@ -232,7 +237,8 @@ def plot_seeds(table, tasks, frameworks, out_dir) -> list[str]:
     """Training time and models per second against the number of seeds."""
     from rnn_jax.plots import _figure, _save
 
-    pts = sorted((t for t in tasks if t["kind"] == "seeds"), key=lambda t: t["num_seeds"])
+    pts = sorted((t for t in tasks if t["kind"] == "seeds" and _measured(table, t, frameworks)),
+                 key=lambda t: t["num_seeds"])
     if not pts:
         return []
     fig, axes = _figure(1, 2, width=4.6, height=3.6)

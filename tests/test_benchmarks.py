@@ -86,6 +86,24 @@ def test_ratios_from_medians():
     assert "error" in text and "200ms" in text
 
 
+def test_plots_only_what_was_measured(tmp_path):
+    """An interrupted run's tasks without times get no plot (and no empty one)."""
+    seeds = [dict(kind="seeds", num_seeds=s, num_samples=10, epochs=1, batch_size=4, repeats=1)
+             for s in (1, 8)]
+    fwd = [dict(kind="forward", cell=c, batch=1, steps=100, units=64, features=16, repeats=1)
+           for c in ("lstm", "gru")]
+    outputs = {"rnn_jax_fit": {"results": [{"task": seeds[0], "first": 1.0, "times": [0.5]},
+                                           {"task": fwd[0], "first": 1.0, "times": [0.1]},
+                                           {"task": fwd[1], "error": "boom"}]}}
+    table = report.collect(outputs)
+    assert report.plot_seeds(table, seeds, ["rnn_jax_fit"], str(tmp_path)) == [
+        str(tmp_path / "seeds.png")]
+    assert report.plot_seeds(table, seeds[1:], ["rnn_jax_fit"], str(tmp_path / "x")) == []
+    assert report.plot_forward(table, fwd, ["rnn_jax_fit"], str(tmp_path)) == [
+        str(tmp_path / "forward_lstm.png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forward_lstm.png", "seeds.png"]
+
+
 def test_turn_order_rotates_every_framework_through_every_place():
     from benchmarks import compare
 
@@ -96,11 +114,12 @@ def test_turn_order_rotates_every_framework_through_every_place():
     assert compare.turn_order([], 4) == []
 
 
-def test_workers_interleave_tasks_and_report_failures(tmp_path, monkeypatch):
-    # Stand-in frameworks, one module each: `fake_ok` answers every task,
-    # `fake_crash` dies on its second task, `fake_slow` runs past the
-    # timeout, `fake_missing` is not installed. The log of calls tells
-    # the order the tasks were run in.
+@pytest.fixture
+def fake_frameworks(tmp_path, monkeypatch):
+    """Stand-in frameworks, one module each: `fake_ok` answers every task,
+    `fake_crash` dies on its second task, `fake_slow` runs past the timeout,
+    `fake_missing` is not installed. Returns `(benchmarks.compare, calls)`:
+    the file `calls` logs the tasks the stand-ins ran, in order."""
     from benchmarks import compare
 
     pkg = tmp_path / "benchmarks" / "frameworks"
@@ -127,11 +146,14 @@ def forward(n):
     (tmp_path / "benchmarks" / "__init__.py").write_text(
         f"__path__.append({os.path.join(ROOT, 'benchmarks')!r})\n")
     monkeypatch.setattr(compare.workloads, "ROOT", str(tmp_path))
-    monkeypatch.setitem(compare.LABELS, "fake_ok", "ok")
-    monkeypatch.setitem(compare.LABELS, "fake_crash", "crash")
-    monkeypatch.setitem(compare.LABELS, "fake_slow", "slow")
-    monkeypatch.setitem(compare.LABELS, "fake_missing", "missing")
+    for name in ("ok", "crash", "slow", "missing"):
+        monkeypatch.setitem(compare.LABELS, f"fake_{name}", name)
     monkeypatch.setattr(compare.report, "task_label", str)
+    return compare, calls
+
+
+def test_workers_interleave_tasks_and_report_failures(tmp_path, fake_frameworks):
+    compare, calls = fake_frameworks
     tasks = [{"kind": "forward", "n": 0}, {"kind": "sum3", "n": 1}, {"kind": "forward", "n": 2},
              {"kind": "reuters", "n": 3}]
     lines = []
@@ -152,6 +174,28 @@ def forward(n):
     assert calls.read_text().split("\n") == ["fake_ok 0", "fake_crash 0", "fake_slow 0",
                                              "fake_slow 2", "fake_ok 2", ""]
     assert len([ln for ln in lines if ln.startswith("[")]) == len(tasks)
+
+
+def test_interrupted_run_keeps_the_tasks_done(tmp_path, fake_frameworks):
+    """Ctrl-C (or SIGTERM, which `main` turns into the same) after the first
+    task: its records are returned, the workers stopped and marked."""
+    compare, calls = fake_frameworks
+    tasks = [{"kind": "forward", "n": 0}, {"kind": "forward", "n": 1},
+             {"kind": "forward", "n": 2}]
+    lines = []
+
+    def progress(line):
+        lines.append(line)
+        if line.startswith("[1/"):
+            raise KeyboardInterrupt
+
+    out = compare.run_interleaved(["fake_ok", "fake_slow"], tasks, str(tmp_path), timeout=30,
+                                  pause=0, progress=progress)
+    for fw in ("fake_ok", "fake_slow"):
+        assert [r["task"] for r in out[fw]["results"]] == tasks[:1], out[fw]
+        assert out[fw]["failure"] == "interrupted after 1 of 3 tasks"
+    assert lines[-1].startswith("interrupted after 1 of 3 tasks: stopping the workers")
+    assert calls.read_text().split("\n") == ["fake_ok 0", "fake_slow 0", ""]
 
 
 def test_compare_quick_runs_every_framework(tmp_path):
