@@ -16,7 +16,8 @@ layout by `rnn_jax.cudnn.to_cudnn_weights`):
   each jitted and compiled ahead (compile time apart), median [min, max] of
   `--repeats` calls, each waited for; and the ratio scan / cuDNN.
 
-Prints a table, writes `--out` (JSON). Refuses to run without a GPU:
+Prints a table, writes `--out` (JSON, rewritten after every size). Refuses
+to run without a GPU:
 `jax.experimental.rnn.lstm` has no CPU lowering.
 """
 
@@ -130,18 +131,21 @@ def main(argv):
                          f"default backend here is {jax.default_backend()!r}")
     records = []
     print(f"{'B:T:U':>16} {'scan fwd':>10} {'cuDNN fwd':>10} {'x':>6} {'scan train':>11} "
-          f"{'cuDNN train':>11} {'x':>6}  parity fwd / grad")
+          f"{'cuDNN train':>11} {'x':>6}  parity fwd / grad   (ms; x: scan / cuDNN)")
     for b, t, u in sizes:
         rec = measure(b, t, u, FLAGS.features or u, FLAGS.repeats)
         records.append(rec)
-        print(f"{b}:{t}:{u:<8} {rec['scan_forward']['median'] * 1e3:9.3f}m "
-              f"{rec['cudnn_forward']['median'] * 1e3:9.3f}m {rec['forward_speedup']:6.2f} "
-              f"{rec['scan_train']['median'] * 1e3:10.3f}m "
-              f"{rec['cudnn_train']['median'] * 1e3:10.3f}m {rec['train_speedup']:6.2f}  "
-              f"{rec['parity']['forward']:.1e} / {rec['parity']['grad']:.1e}", flush=True)
-    write_json(FLAGS.out, {
-        "device": str(jax.devices()[0]), "jax": jax.__version__, "python": platform.python_version(),
-        "rnn_jax": rnn_jax.__version__, "repeats": FLAGS.repeats, "results": records})
+        ms = {k: rec[k]["median"] * 1e3 for k in
+              ("scan_forward", "cudnn_forward", "scan_train", "cudnn_train")}
+        print(f"{f'{b}:{t}:{u}':>16} {ms['scan_forward']:10.3f} {ms['cudnn_forward']:10.3f} "
+              f"{rec['forward_speedup']:6.2f} {ms['scan_train']:11.3f} {ms['cudnn_train']:11.3f} "
+              f"{rec['train_speedup']:6.2f}  {rec['parity']['forward']:.1e} / "
+              f"{rec['parity']['grad']:.1e}", flush=True)
+        # After every size, so that a run stopped early keeps what it measured.
+        write_json(FLAGS.out, {
+            "device": str(jax.devices()[0]), "jax": jax.__version__,
+            "python": platform.python_version(), "rnn_jax": rnn_jax.__version__,
+            "repeats": FLAGS.repeats, "results": records})
     print(f"wrote {FLAGS.out}")
 
 

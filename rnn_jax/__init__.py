@@ -15,8 +15,8 @@ between Keras 3 and these modules with identical predictions.
 `with rnn_jax.check_inputs(): ...` makes every layer refuse NaN / inf inputs.
 """
 
-from rnn_jax import (activations, datasets, initializers, losses, metrics, optimizers, plots,
-                     readout)
+from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
+                     plots, readout)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNNCell,
                            StackedRNNCells)
@@ -29,8 +29,8 @@ from rnn_jax.training import FitResult, NonFiniteLossError, TrainState, evaluate
 __all__ = [
     "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
-    "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "from_keras",
-    "initializers", "scan_cell", "to_keras",
+    "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
+    "from_keras", "initializers", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
     "metrics", "optimizers", "plots", "readout",
 ]
