@@ -274,9 +274,11 @@ def main(argv):
     # SIGTERM (a time limit, `kill`) interrupts like Ctrl-C: the tasks done so
     # far are still reported (`run_interleaved`).
     signal.signal(signal.SIGTERM, _interrupt)
-    with tempfile.TemporaryDirectory() as tmp:
-        outputs = run_interleaved(frameworks, tasks, tmp, FLAGS.task_timeout)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            outputs = run_interleaved(frameworks, tasks, tmp, FLAGS.task_timeout)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)
