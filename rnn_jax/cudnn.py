@@ -18,6 +18,19 @@ Keras' gates `i, f, c, o` are cuDNN's `i, f, g, o`, so `W_ih = kernel^T`,
 `jax.experimental.rnn.lstm_ref` computes the same function from the unpacked
 weights (`jax.experimental.rnn.unpack_lstm_weights`), which is how the layout
 is tested without a GPU.
+
+Not yet an option of `rnn_jax.LSTM` (its speed against the scan is
+`benchmarks.cudnn_lstm`'s to measure, on a GPU). What Keras 3 does on its
+TensorFlow backend with `use_cudnn='auto'` (keras/src/backend/tensorflow/
+rnn.py, `lstm` and `_cudnn_lstm`), which an option here should match: cuDNN
+only with `activation='tanh'`, `recurrent_activation='sigmoid'`,
+`use_bias=True`, `unroll=False`, and (in the layer) no recurrent dropout; a
+mask must be right-padded with no fully masked row (else an error naming
+`use_cudnn=False`); the last output is the final `h` (not cuDNN's zeros past
+a sequence's length), while `return_sequences=True` keeps cuDNN's zeros at
+masked steps, unlike the scan, which repeats the previous output;
+`go_backwards` reverses each sequence within its length before and after
+cuDNN, then the whole time axis.
 """
 
 from __future__ import annotations
