@@ -282,8 +282,11 @@ def main(argv):
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)
+    devices = sorted({out["versions"]["device"] for out in outputs.values()
+                      if (out.get("versions") or {}).get("device")})
     text = (f"{time.strftime('%Y-%m-%d')}, {machine().get('cpu', platform.processor())}, "
-            f"{os.cpu_count()} CPUs; seconds, median [min, max] of the steady-state runs\n"
+            f"{os.cpu_count()} CPUs, device {' / '.join(devices) or 'cpu'}; seconds, "
+            f"median [min, max] of the steady-state runs\n"
             + report.format_table(table, tasks, present) + "\n\n"
             + report.format_throughput(table, tasks, present) + "\n\n"
             + report.format_ratios(r))

@@ -106,6 +106,15 @@ def forward_input(batch: int, steps: int, features: int = FEATURES, seed: int = 
 # -- timing, shared by the JAX workers ----------------------------------------------
 
 
+def jax_device() -> str:
+    """JAX's default device for the reports: `'cpu'`, or its platform and kind
+    (e.g. `'gpu (NVIDIA H200)'`)."""
+    import jax
+
+    d = jax.devices()[0]
+    return "cpu" if d.platform == "cpu" else f"{d.platform} ({d.device_kind})"
+
+
 def compile_timed(fn, *args, **jit_kw):
     """`jax.jit(fn, **jit_kw)` traced and compiled for `args`: `(executable, seconds)`."""
     import jax

@@ -42,7 +42,7 @@ NOTE = ("nnx.RNN + nnx.OptimizedLSTMCell (Flax's faster LSTM: all four gates in 
 
 
 def versions():
-    return {"flax": flax.__version__, "jax": jax.__version__}
+    return {"flax": flax.__version__, "jax": jax.__version__, "device": workloads.jax_device()}
 
 
 def _identity(x):  # module level, so every new model has the same graphdef

@@ -25,7 +25,7 @@ OPT = optax.adam(1e-3, eps=1e-7)  # Keras' Adam defaults
 
 
 def versions():
-    return {"jax": jax.__version__, "optax": optax.__version__, "device": str(jax.devices()[0])}
+    return {"jax": jax.__version__, "optax": optax.__version__, "device": workloads.jax_device()}
 
 
 # -- cells (Keras' equations) -------------------------------------------------

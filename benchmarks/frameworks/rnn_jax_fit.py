@@ -30,7 +30,7 @@ def versions():
     import flax
 
     return {"rnn_jax": rnn_jax.__version__,
-            "jax": jax.__version__, "flax": flax.__version__, "device": str(jax.devices()[0])}
+            "jax": jax.__version__, "flax": flax.__version__, "device": workloads.jax_device()}
 
 
 def _sum3_fits(num_samples, epochs, batch_size, repeats, num_seeds):
