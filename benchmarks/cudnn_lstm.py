@@ -16,7 +16,8 @@ layout by `rnn_jax.cudnn.to_cudnn_weights`):
   each jitted and compiled ahead (compile time apart), median [min, max] of
   `--repeats` calls, each waited for; and the ratio scan / cuDNN.
 
-Prints a table, writes `--out` (JSON, rewritten after every size). Refuses
+Prints a table, writes `--out` (JSON, rewritten after every size; a size that
+fails is recorded with its error and the others still run, exit status 1). Refuses
 to run without a GPU:
 `jax.experimental.rnn.lstm` has no CPU lowering.
 """
@@ -129,24 +130,39 @@ def main(argv):
     if jax.default_backend() != "gpu":
         raise SystemExit("benchmarks.cudnn_lstm: cuDNN's LSTM needs an NVIDIA GPU; JAX's "
                          f"default backend here is {jax.default_backend()!r}")
+    return run_sizes(sizes, FLAGS.features, FLAGS.repeats, FLAGS.out)
+
+
+def run_sizes(sizes, features, repeats, out, progress=None) -> int:
+    """`measure` for each `(B, T, U)`, a table line each, the JSON at `out`
+    rewritten after every size (a run stopped early keeps what it measured).
+    A size that fails (out of memory, a cuDNN error) is recorded with its
+    error and the others still run; returns the exit status (1 if any failed)."""
+    progress = progress or functools.partial(print, flush=True)
     records = []
-    print(f"{'B:T:U':>16} {'scan fwd':>10} {'cuDNN fwd':>10} {'x':>6} {'scan train':>11} "
-          f"{'cuDNN train':>11} {'x':>6}  parity fwd / grad   (ms; x: scan / cuDNN)")
+    progress(f"{'B:T:U':>16} {'scan fwd':>10} {'cuDNN fwd':>10} {'x':>6} {'scan train':>11} "
+             f"{'cuDNN train':>11} {'x':>6}  parity fwd / grad   (ms; x: scan / cuDNN)")
     for b, t, u in sizes:
-        rec = measure(b, t, u, FLAGS.features or u, FLAGS.repeats)
+        label = f"{b}:{t}:{u}"
+        try:
+            rec = measure(b, t, u, features or u, repeats)
+        except Exception as e:  # recorded; the other sizes go on
+            rec = {"batch": b, "steps": t, "units": u, "error": f"{type(e).__name__}: {e}"}
+            progress(f"{label:>16} failed: {rec['error'][:300]}")
+        else:
+            ms = {k: rec[k]["median"] * 1e3 for k in
+                  ("scan_forward", "cudnn_forward", "scan_train", "cudnn_train")}
+            progress(f"{label:>16} {ms['scan_forward']:10.3f} {ms['cudnn_forward']:10.3f} "
+                     f"{rec['forward_speedup']:6.2f} {ms['scan_train']:11.3f} "
+                     f"{ms['cudnn_train']:11.3f} {rec['train_speedup']:6.2f}  "
+                     f"{rec['parity']['forward']:.1e} / {rec['parity']['grad']:.1e}")
         records.append(rec)
-        ms = {k: rec[k]["median"] * 1e3 for k in
-              ("scan_forward", "cudnn_forward", "scan_train", "cudnn_train")}
-        print(f"{f'{b}:{t}:{u}':>16} {ms['scan_forward']:10.3f} {ms['cudnn_forward']:10.3f} "
-              f"{rec['forward_speedup']:6.2f} {ms['scan_train']:11.3f} {ms['cudnn_train']:11.3f} "
-              f"{rec['train_speedup']:6.2f}  {rec['parity']['forward']:.1e} / "
-              f"{rec['parity']['grad']:.1e}", flush=True)
-        # After every size, so that a run stopped early keeps what it measured.
-        write_json(FLAGS.out, {
+        write_json(out, {
             "device": str(jax.devices()[0]), "jax": jax.__version__,
             "python": platform.python_version(), "rnn_jax": rnn_jax.__version__,
-            "repeats": FLAGS.repeats, "results": records})
-    print(f"wrote {FLAGS.out}")
+            "repeats": repeats, "results": records})
+    progress(f"wrote {out}")
+    return 1 if any("error" in r for r in records) else 0
 
 
 if __name__ == "__main__":

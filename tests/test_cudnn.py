@@ -7,6 +7,7 @@ LSTM of `tests/reference.py` and against `rnn_jax.LSTM`. The speed and the GPU
 parity are `python -m benchmarks.cudnn_lstm`'s (on a GPU).
 """
 
+import json
 import subprocess
 import sys
 
@@ -101,11 +102,25 @@ def _lstm_by_ref(x, kernel, recurrent_kernel, bias=None, initial_state=None, len
     return y, h[0], c[0]
 
 
-def test_cudnn_benchmark_measures_parity_and_speed(monkeypatch):
-    """`benchmarks.cudnn_lstm.measure` end to end on CPU, cuDNN's LSTM stood in
-    for by `lstm_ref`: parity near float rounding, every timing recorded."""
-    monkeypatch.setattr(cudnn, "lstm", _lstm_by_ref)
-    rec = cudnn_lstm.measure(batch=3, steps=5, units=4, features=2, repeats=2)
+def test_cudnn_benchmark_measures_parity_and_speed(monkeypatch, tmp_path):
+    """`benchmarks.cudnn_lstm.run_sizes` end to end on CPU, cuDNN's LSTM stood in
+    for by `lstm_ref`: parity near float rounding, every timing recorded; a
+    size that fails is recorded with its error and the next one still runs."""
+
+    def stand_in(x, *args, **kwargs):
+        if x.shape[0] == 2:
+            raise RuntimeError("out of memory (a stand-in failure)")
+        return _lstm_by_ref(x, *args, **kwargs)
+
+    monkeypatch.setattr(cudnn, "lstm", stand_in)
+    out, lines = tmp_path / "cudnn.json", []
+    status = cudnn_lstm.run_sizes([(2, 4, 3), (3, 5, 4)], features=2, repeats=2, out=str(out),
+                                  progress=lines.append)
+    assert status == 1
+    failed, rec = json.loads(out.read_text())["results"]
+    assert failed == {"batch": 2, "steps": 4, "units": 3,
+                      "error": "RuntimeError: out of memory (a stand-in failure)"}
+    assert "2:4:3 failed: RuntimeError" in lines[1]
     assert rec["parity"]["forward"] < 1e-5 and rec["parity"]["grad"] < 1e-5, rec["parity"]
     for name in ("scan_forward", "cudnn_forward", "scan_train", "cudnn_train"):
         assert rec[name]["runs"] == 2 and rec[name]["min"] > 0 and rec[name]["compile"] > 0
