@@ -1,12 +1,15 @@
 """Keras LSTM weights in cuDNN's layout (`rnn_jax.cudnn`), checked on CPU.
 
-`jax.experimental.rnn.lstm` (cuDNN) runs on NVIDIA GPUs only; its CPU twin
-`jax.experimental.rnn.lstm_ref` takes the same flat weights unpacked by JAX's
-own `unpack_lstm_weights`, so the layout is checked here against the numpy
-LSTM of `tests/reference.py` and against `rnn_jax.LSTM`. The speed and the GPU
-parity are `python -m benchmarks.cudnn_lstm`'s (on a GPU).
+`jax.experimental.rnn.lstm` (cuDNN) runs on NVIDIA GPUs only. Here it is
+stood in for by its CPU twin: the same flat weights unpacked by JAX's own
+`unpack_lstm_weights` into `jax.experimental.rnn.lstm_ref` (`cudnn_on_cpu`),
+so `rnn_jax.cudnn.lstm` itself runs, layout, lengths and initial state
+included, and is checked against the numpy LSTM of `tests/reference.py` and
+against `rnn_jax.LSTM`. The speed and the GPU parity are
+`python -m benchmarks.cudnn_lstm`'s (on a GPU).
 """
 
+import inspect
 import json
 import subprocess
 import sys
@@ -25,25 +28,28 @@ from benchmarks import cudnn_lstm
 from rnn_jax import cudnn
 
 
-def _ref_lstm(x, weights, lengths, initial_state=None):
-    """`jax.experimental.rnn.lstm_ref` on `to_cudnn_weights(*weights)`."""
-    b, _, d = x.shape
-    units = weights[1].shape[0]
-    flat = cudnn.to_cudnn_weights(*weights)
-    assert flat.shape == (rnn.get_num_params_in_lstm(d, units, 1, False),)
-    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(flat, d, units, 1, False)
-    if initial_state is None:
-        h0 = c0 = jnp.zeros((1, b, units))
-    else:
-        h0, c0 = (jnp.asarray(s)[None] for s in initial_state)
-    y, h, c = rnn.lstm_ref(jnp.asarray(x), h0, c0, w_ih, w_hh, b_ih, b_hh,
-                           jnp.asarray(lengths, jnp.int32), d, units, 1, 0.0, False)
-    return np.asarray(y), np.asarray(h[0]), np.asarray(c[0])
+def _lstm_by_ref(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, num_layers,
+                 dropout, bidirectional, precision=None):
+    """`jax.experimental.rnn.lstm`'s contract computed by its CPU reference."""
+    assert weights.shape == (rnn.get_num_params_in_lstm(input_size, hidden_size, num_layers,
+                                                        bidirectional),)
+    unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers,
+                                       bidirectional)
+    return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
+                        num_layers, dropout, bidirectional)
+
+
+@pytest.fixture
+def cudnn_on_cpu(monkeypatch):
+    """`jax.experimental.rnn.lstm` replaced by `_lstm_by_ref` (same parameters)."""
+    assert (list(inspect.signature(_lstm_by_ref).parameters)
+            == list(inspect.signature(rnn.lstm).parameters))
+    monkeypatch.setattr(rnn, "lstm", _lstm_by_ref)
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_cudnn_layout_computes_keras_lstm(rng, use_bias, with_state):
+def test_cudnn_layout_computes_keras_lstm(rng, cudnn_on_cpu, use_bias, with_state):
     b, t, d, u = 4, 7, 3, 5
     x = rng.normal(size=(b, t, d)).astype(np.float32)
     weights = [rng.normal(scale=0.5, size=s).astype(np.float32)
@@ -53,7 +59,8 @@ def test_cudnn_layout_computes_keras_lstm(rng, use_bias, with_state):
     state = ([rng.normal(size=(b, u)).astype(np.float32) for _ in range(2)]
              if with_state else None)
 
-    y, h, c = _ref_lstm(x, weights if use_bias else weights + [None], lengths, state)
+    y, h, c = cudnn.lstm(x, *(weights if use_bias else weights + [None]), initial_state=state,
+                         lengths=lengths)
     want_y, (want_h, want_c) = reference.rnn_forward(
         "lstm", weights, x, mask=mask, initial_state=state, return_sequences=True,
         zero_output_for_mask=True)
@@ -62,13 +69,12 @@ def test_cudnn_layout_computes_keras_lstm(rng, use_bias, with_state):
     np.testing.assert_allclose(c, want_c, rtol=1e-5, atol=1e-5)
 
 
-def test_cudnn_layout_of_a_trained_layer(rng):
+def test_cudnn_layout_of_a_trained_layer(rng, cudnn_on_cpu):
     """The weights of an `rnn_jax.LSTM` (forget bias 1), full-length sequences:
     the same last output as the layer's own scan."""
     layer = rnn_jax.LSTM(6, input_shape=(9, 2), rngs=nnx.Rngs(3))
     x = rng.normal(size=(5, 9, 2)).astype(np.float32)
-    kernel, recurrent_kernel, bias = layer.get_weights()
-    _, h, _ = _ref_lstm(x, [kernel, recurrent_kernel, bias], np.full(5, 9))
+    _, h, _ = cudnn.lstm(x, *layer.get_weights())
     np.testing.assert_allclose(h, np.asarray(layer(jnp.asarray(x))), rtol=1e-5, atol=1e-5)
 
 
@@ -89,30 +95,17 @@ def test_cudnn_lstm_equals_the_scan_on_gpu(rng):
     np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
-def _lstm_by_ref(x, kernel, recurrent_kernel, bias=None, initial_state=None, lengths=None,
-                 precision=None):
-    """`cudnn.lstm`'s contract computed by `jax.experimental.rnn.lstm_ref` (CPU)."""
-    b, t, d = x.shape
-    units = recurrent_kernel.shape[0]
-    flat = cudnn.to_cudnn_weights(kernel, recurrent_kernel, bias)
-    h0 = c0 = jnp.zeros((1, b, units))
-    lengths = jnp.full((b,), t, jnp.int32) if lengths is None else lengths
-    y, h, c = rnn.lstm_ref(x, h0, c0, *rnn.unpack_lstm_weights(flat, d, units, 1, False),
-                           lengths, d, units, 1, 0.0, False)
-    return y, h[0], c[0]
-
-
-def test_cudnn_benchmark_measures_parity_and_speed(monkeypatch, tmp_path):
+def test_cudnn_benchmark_measures_parity_and_speed(monkeypatch, tmp_path, cudnn_on_cpu):
     """`benchmarks.cudnn_lstm.run_sizes` end to end on CPU, cuDNN's LSTM stood in
-    for by `lstm_ref`: parity near float rounding, every timing recorded; a
+    for by its CPU reference: parity near float rounding, every timing recorded; a
     size that fails is recorded with its error and the next one still runs."""
 
-    def stand_in(x, *args, **kwargs):
+    def failing_at_batch_2(x, *args, **kwargs):
         if x.shape[0] == 2:
             raise RuntimeError("out of memory (a stand-in failure)")
         return _lstm_by_ref(x, *args, **kwargs)
 
-    monkeypatch.setattr(cudnn, "lstm", stand_in)
+    monkeypatch.setattr(rnn, "lstm", failing_at_batch_2)
     out, lines = tmp_path / "cudnn.json", []
     status = cudnn_lstm.run_sizes([(2, 4, 3), (3, 5, 4)], features=2, repeats=2, out=str(out),
                                   progress=lines.append)
