@@ -1,5 +1,6 @@
 """Training over several devices (a `('seeds', 'batch')` mesh) equals the
-one-device run. Runs in a subprocess with 4 forced host CPU devices."""
+one-device run, and by default host CPU devices get whole seeds only. Runs
+in a subprocess with 4 forced host CPU devices."""
 
 import json
 import os
@@ -12,7 +13,7 @@ SCRIPT = r"""
 import json
 import jax, numpy as np
 import rnn_jax
-from rnn_jax.training import device_mesh
+from rnn_jax.training import default_devices, device_mesh
 
 assert len(jax.devices()) == 4, jax.devices()
 x, y, _ = rnn_jax.datasets.digits.sum_of_digits(300, seed=1)
@@ -28,7 +29,7 @@ for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
               validation_split=0.2, seed=3, num_seeds=num_seeds, verbose=0,
               compiler_options={"xla_backend_optimization_level": 0,  # compiles faster
                                 "xla_llvm_disable_expensive_passes": True})
-    many = rnn_jax.fit(make, x, yc, **kw)
+    many = rnn_jax.fit(make, x, yc, devices=jax.devices(), **kw)
     one = rnn_jax.fit(make, x, yc, devices=jax.devices()[:1], **kw)
     mesh = device_mesh(jax.devices(), num_seeds)
     leaf = jax.tree.leaves(many.state.params)[0]
@@ -43,6 +44,17 @@ for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
                                         - one.history["val_accuracy"]))),
         "one_device_set": len(jax.tree.leaves(one.state.params)[0].sharding.device_set),
     })
+# Without devices=: on host CPU devices, gcd(num_seeds, 4) of them, whole seeds each.
+default = {}
+for num_seeds in (1, 2, 4):
+    kw = dict(loss="categorical_crossentropy", batch_size=12, epochs=1, seed=3,
+              num_seeds=num_seeds, verbose=0,
+              compiler_options={"xla_backend_optimization_level": 0,
+                                "xla_llvm_disable_expensive_passes": True})
+    res = rnn_jax.fit(make, x, yc, **kw)
+    default[num_seeds] = len(jax.tree.leaves(res.state.params)[0].sharding.device_set)
+default[3] = len(default_devices(3))
+out.append({"default_devices_used": default})
 print(json.dumps(out))
 """
 
@@ -54,8 +66,9 @@ def test_fit_on_four_devices_equals_one_device():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results.pop()["default_devices_used"] == {"1": 1, "2": 2, "3": 1, "4": 4}
     meshes = {r["num_seeds"]: r["mesh"] for r in results}
-    # gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
+    # devices=jax.devices(): gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
     assert meshes == {1: {"seeds": 1, "batch": 4}, 2: {"seeds": 2, "batch": 2},
                       3: {"seeds": 1, "batch": 4}, 4: {"seeds": 4, "batch": 1}}
     for r in results:
