@@ -726,9 +726,12 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         state = init_future.result()(keys)
     compile_seconds = time.perf_counter() - t0
     if verbose:
+        on = "" if mesh is None else (f", on {mesh.devices.size} devices: "
+                                      f"{mesh.shape['seeds']} x {mesh.shape['batch']} "
+                                      f"(seeds x batch)")
         print_fn(f"compiled in {compile_seconds:.2f} s ({num_seeds} seed"
                  f"{'s' if num_seeds > 1 else ''}, {x.shape[0]} training samples, "
-                 f"{0 if x_val is None else x_val.shape[0]} validation)")
+                 f"{0 if x_val is None else x_val.shape[0]} validation{on})")
 
     names = ["loss", *metric_fns]
     names += [f"val_{k}" for k in names]

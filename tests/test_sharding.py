@@ -45,16 +45,18 @@ for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
         "one_device_set": len(jax.tree.leaves(one.state.params)[0].sharding.device_set),
     })
 # Without devices=: on host CPU devices, gcd(num_seeds, 4) of them, whole seeds each.
-default = {}
+default, compiled = {}, {}
 for num_seeds in (1, 2, 4):
+    lines = []
     kw = dict(loss="categorical_crossentropy", batch_size=12, epochs=1, seed=3,
-              num_seeds=num_seeds, verbose=0,
+              num_seeds=num_seeds, verbose=1, print_fn=lines.append,
               compiler_options={"xla_backend_optimization_level": 0,
                                 "xla_llvm_disable_expensive_passes": True})
     res = rnn_jax.fit(make, x, yc, **kw)
     default[num_seeds] = len(jax.tree.leaves(res.state.params)[0].sharding.device_set)
+    compiled[num_seeds] = lines[0]
 default[3] = len(default_devices(3))
-out.append({"default_devices_used": default})
+out.append({"default_devices_used": default, "compiled_lines": compiled})
 print(json.dumps(out))
 """
 
@@ -66,7 +68,13 @@ def test_fit_on_four_devices_equals_one_device():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert results.pop()["default_devices_used"] == {"1": 1, "2": 2, "3": 1, "4": 4}
+    default = results.pop()
+    assert default["default_devices_used"] == {"1": 1, "2": 2, "3": 1, "4": 4}
+    # fit's compile line names the mesh when there is one.
+    lines = default["compiled_lines"]
+    assert "devices" not in lines["1"], lines
+    assert lines["2"].endswith("on 2 devices: 2 x 1 (seeds x batch))"), lines
+    assert lines["4"].endswith("on 4 devices: 4 x 1 (seeds x batch))"), lines
     meshes = {r["num_seeds"]: r["mesh"] for r in results}
     # devices=jax.devices(): gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
     assert meshes == {1: {"seeds": 1, "batch": 4}, 2: {"seeds": 2, "batch": 2},
