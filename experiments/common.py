@@ -128,16 +128,22 @@ def use_compilation_cache(path: str | None):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _fast_compile_options():
-    # Cheaper XLA optimisation for the toy models on CPU. Measured 2026-12-02 on
-    # a 2-core VM (sum3, whole command, no compilation cache, 3 runs each): one
-    # seed compiles and trains as fast either way; 64 seeds compile in 1.6-1.8
-    # instead of 2.1-2.6 s but train in 0.3 instead of 0.06 s; 512 seeds 1.5-2.2
-    # instead of 2.7-3.1 s and 1.7-2.2 instead of 0.3 s: whole commands within
-    # noise of each other. Kept because the results differ from the default
-    # options' by float rounding, and runs stay comparable with earlier ones.
-    return ({"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-            if jax.default_backend() == "cpu" else None)
+def _fast_compile_options(num_seeds: int):
+    """XLA's cheaper optimisation for a toy model's one-seed run on CPU; None
+    (XLA's defaults) for several seeds, where it would slow training down.
+
+    Measured 2026-12-02 on a 2-core VM (sum3, whole commands, no compilation
+    cache, 3 runs each, alternating): one seed compiles and trains as fast
+    either way (the option is kept there so that the notebooks' one-seed
+    runs repeat earlier versions' results bitwise: the two option sets
+    differ by float rounding); 64 seeds compile in 1.6-1.8 instead of 2.1-2.6
+    s but train 5x slower (0.3 instead of 0.06 s); 512 seeds train 6x slower
+    (1.7-2.2 instead of 0.3 s), and with 50 epochs the whole command took
+    27.8 instead of 11.3 s.
+    """
+    if num_seeds > 1 or jax.default_backend() != "cpu":
+        return None
+    return {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 # Flags that change how a run is carried out, not what it computes: a rerun may
@@ -250,7 +256,7 @@ class Run:
                 callbacks=[write_history] if self.workdir else [],
                 checkpoint_dir=self.path("checkpoints") if self.workdir else None,
                 checkpoint_every=FLAGS.checkpoint_every,
-                compiler_options=_fast_compile_options() if fast_compile else None)
+                compiler_options=_fast_compile_options(num_seeds) if fast_compile else None)
         except rnn_jax.NonFiniteLossError as e:
             kept = ("" if not self.workdir else
                     "; no checkpoint was saved before" if e.last_checkpoint is None else

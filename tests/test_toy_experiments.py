@@ -111,6 +111,20 @@ def test_sum3_many_seeds(tmp_path):
     assert one["val_loss"] == pytest.approx(metrics["val_loss"][1], rel=1e-3, abs=1e-6)
 
 
+def test_toy_runs_compile_cheaply_for_one_seed_only():
+    # XLA's cheaper optimisation trains many seeds 5-6x slower (see the
+    # docstring's figures), so only a one-seed run on CPU asks for it.
+    import jax
+
+    from experiments.common import _fast_compile_options
+
+    assert jax.default_backend() == "cpu"
+    assert _fast_compile_options(1) == {"xla_backend_optimization_level": 0,
+                                        "xla_llvm_disable_expensive_passes": True}
+    for num_seeds in (2, 64, 512):
+        assert _fast_compile_options(num_seeds) is None
+
+
 @pytest.mark.parametrize("flagfile", ["contains4", "contains4_sigmoid"])
 def test_contains4_from_flagfile(tmp_path, flagfile):
     from experiments.contains4 import make_model_fn
