@@ -2,8 +2,8 @@
 
 What is timed:
 - `sum3`, `seeds`: whole `rnn_jax.fit` calls (fresh weights, seed `r` for
-  repeat `r`) with fit's default compiler options (the toy experiments trade
-  run time for compile time with `xla_backend_optimization_level=0`); `compile` is fit's
+  repeat `r`) with fit's default compiler options (the toy experiments' one-seed
+  runs compile with `xla_backend_optimization_level=0`); `compile` is fit's
   compile time (the init and epoch programs), `times` its training time (all
   epochs: programs, validation, logs copied to the host).
 - `reuters`: one `fit` of `1 + repeats` epochs with `experiments.reuters`'
