@@ -635,10 +635,9 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         equal the one-device run within float rounding (sums are reduced
         across devices).
       compiler_options: XLA options for compiling the programs, e.g.
-        `{"xla_backend_optimization_level": 0}`, which on CPU compiles many
-        seeds of a tiny model faster but runs them slower (sum3 with 64
-        seeds: 1.6-1.8 instead of 2.1-2.6 s to compile, 0.3 instead of 0.06 s
-        to train) and changes results by float rounding.
+        `{"xla_backend_optimization_level": 0}`, which on CPU compiles a tiny
+        model's many seeds faster but trains them 5-6x slower, and changes
+        results by float rounding.
       check_inputs: refuse float data holding NaN or inf (`x`, `y`,
         `validation_data`) with a ValueError naming the array and the first
         bad sample, before compiling (a numpy pass over the data on the host).

@@ -23,12 +23,13 @@ def make(rngs):
     return rnn_jax.Sequential([rnn_jax.LSTM(6, rngs=rngs), rnn_jax.Dense(2, rngs=rngs),
                                rnn_jax.Activation("softmax")], input_shape=(3, 1))
 
+FAST = {"xla_backend_optimization_level": 0,  # compiles faster
+        "xla_llvm_disable_expensive_passes": True}
 out = []
 for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
     kw = dict(loss="categorical_crossentropy", metrics=["accuracy"], batch_size=batch, epochs=2,
               validation_split=0.2, seed=3, num_seeds=num_seeds, verbose=0,
-              compiler_options={"xla_backend_optimization_level": 0,  # compiles faster
-                                "xla_llvm_disable_expensive_passes": True})
+              compiler_options=FAST)
     many = rnn_jax.fit(make, x, yc, devices=jax.devices(), **kw)
     one = rnn_jax.fit(make, x, yc, devices=jax.devices()[:1], **kw)
     mesh = device_mesh(jax.devices(), num_seeds)
@@ -48,11 +49,9 @@ for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
 default, compiled = {}, {}
 for num_seeds in (1, 2, 4):
     lines = []
-    kw = dict(loss="categorical_crossentropy", batch_size=12, epochs=1, seed=3,
-              num_seeds=num_seeds, verbose=1, print_fn=lines.append,
-              compiler_options={"xla_backend_optimization_level": 0,
-                                "xla_llvm_disable_expensive_passes": True})
-    res = rnn_jax.fit(make, x, yc, **kw)
+    res = rnn_jax.fit(make, x, yc, loss="categorical_crossentropy", batch_size=12, epochs=1,
+                      seed=3, num_seeds=num_seeds, verbose=1, print_fn=lines.append,
+                      compiler_options=FAST)
     default[num_seeds] = len(jax.tree.leaves(res.state.params)[0].sharding.device_set)
     compiled[num_seeds] = lines[0]
 default[3] = len(default_devices(3))
