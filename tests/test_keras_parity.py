@@ -939,7 +939,10 @@ def test_unsupported_wrapper_and_activation(keras):
     wrapped.build((None, T, D))
     with pytest.raises(UnsupportedKerasObject, match="TimeDistributed"):
         rnn_jax.from_keras(wrapped)
-    custom = L.SimpleRNN(2, activation=lambda v: 2.0 * v)
+    def double(v):  # no Keras name; a named function, since Keras warns about a lambda
+        return 2.0 * v
+
+    custom = L.SimpleRNN(2, activation=double)
     custom.build((None, T, D))
     with pytest.raises(UnsupportedKerasObject, match="SimpleRNN"):
         rnn_jax.from_keras(custom)
