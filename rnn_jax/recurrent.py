@@ -15,6 +15,11 @@ How a call runs (inputs `x` `(B, T, D)`):
    Keras' masking rule: at a step where `mask[b, t]` is False the states of
    sequence `b` are kept and its output repeats the previous output (zeros
    with `zero_output_for_mask=True`, and zeros before the first kept step).
+4. under `jax.grad`, JAX transposes that scan; on CPU an unmasked LSTM
+   without active dropout (Keras' default activations) is instead
+   differentiated by `lstm_scan`'s hand-written backward pass, which keeps
+   half as many arrays a step and forms the weight gradients after the loop
+   (Reuters LSTM epoch: 97 -> 85 ms; see `scan_cell(lstm_vjp=)`).
 
 `go_backwards=True` reads the sequence from the end and, as in Keras, returns
 the output sequence in that reversed order. The layers are plain NNX modules:
@@ -31,8 +36,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnn_jax import activations
 from rnn_jax.base import Layer, describe, is_traced
-from rnn_jax.cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, StackedRNNCells
+from rnn_jax.cells import (GRUCell, LSTMCell, LSTMState, RNNCellBase, SimpleRNNCell,
+                           StackedRNNCells)
 
 
 class RNNState(nnx.Variable):
@@ -222,7 +229,7 @@ def keep_where(m_t, new, old):
 
 def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=False,
               unroll=False, zero_output_for_mask=False, return_sequences=False,
-              project_in_loop=None):
+              project_in_loop=None, lstm_vjp=None):
     """The whole recurrence as one `jax.lax.scan`; a pure function of arrays.
 
     Args:
@@ -236,16 +243,27 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         loop, one step at a time (True), or for all steps in one matmul before
         it (False). Default: inside on CPU, before on other backends (see the
         module docstring).
+      lstm_vjp: differentiate an LSTM through `lstm_scan`'s hand-written
+        backward pass (True) or through JAX's transpose of the scan (False).
+        Used only where it applies (`lstm_vjp_applies`: an `LSTMCell` with
+        Keras' default activations, no mask, no active dropout); the forward
+        values are the same either way. Default: on CPU, where it measured
+        faster; elsewhere it is unmeasured, so off.
 
     Returns:
       `(final_states, last_output (B, U), outputs (B, T, U) or None)`.
     """
     if project_in_loop is None:
         project_in_loop = jax.default_backend() == "cpu"
+    if lstm_vjp is None:
+        lstm_vjp = jax.default_backend() == "cpu"
+    if lstm_vjp and mask is None and masks is None and lstm_vjp_applies(cell):
+        return lstm_scan(cell, params, x, states, go_backwards=go_backwards, unroll=unroll,
+                         return_sequences=return_sequences, project_in_loop=project_in_loop)
     # z_t = x_t W + b_x inside the loop from x, or (B, T, G*U) in one matmul before it
     z_TxB, mask_TxBx1 = time_major(x if project_in_loop else cell.project(params, x, masks),
                                    mask, go_backwards)
-    unroll_arg = x.shape[1] if unroll is True else (1 if unroll is False else unroll)
+    unroll_arg = _unroll_arg(unroll, x.shape[1])
 
     def advance(st, z_t):
         if project_in_loop:
@@ -283,6 +301,128 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
             body, (states, zeros_BxU), (z_TxB, mask_TxBx1), unroll=unroll_arg)
     outputs = None if outs_TxB is None else jnp.swapaxes(outs_TxB, 0, 1)
     return final_states, last_output, outputs
+
+
+def _unroll_arg(unroll, steps):
+    """`jax.lax.scan`'s `unroll` from the layer's: True -> all steps, False -> 1."""
+    return steps if unroll is True else (1 if unroll is False else unroll)
+
+
+def lstm_vjp_applies(cell) -> bool:
+    """Whether `lstm_scan`'s backward pass is this cell's: an `LSTMCell`
+    (not a subclass) with `activation='tanh'` and
+    `recurrent_activation='sigmoid'`, whose derivatives it writes out."""
+    return (type(cell) is LSTMCell and cell.activation is activations.get("tanh")
+            and cell.recurrent_activation is activations.get("sigmoid"))
+
+
+def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
+              return_sequences=False, project_in_loop=True):
+    r"""An unmasked LSTM without dropout as one `jax.lax.scan`, with a
+    hand-written backward pass; the same values as `scan_cell`'s scan.
+
+    The forward loop runs `cell.step_with_gates` (the cell's own math) and
+    keeps, per step, the gates :math:`i_t, f_t, g_t, o_t` and the incoming
+    states :math:`c_{t-1}, h_{t-1}`, each `(T, B, U)`. The backward loop
+    carries :math:`(\delta h, \delta c)` back from the last step, adding the
+    outputs' cotangent :math:`\bar y_t` (with `return_sequences`):
+
+    .. math::
+
+        \delta h &\mathrel{+}= \bar y_t, \quad
+        c_t = f_t c_{t-1} + i_t g_t, \quad
+        \delta c \mathrel{+}= \delta h \, o_t (1 - \tanh^2 c_t) \\
+        \delta z_t &= [\delta c \, g_t \, i_t (1 - i_t),\;
+                      \delta c \, c_{t-1} f_t (1 - f_t),\;
+                      \delta c \, i_t (1 - g_t^2),\;
+                      \delta h \tanh(c_t) \, o_t (1 - o_t)] \\
+        \delta h_{t-1} &= \delta z_t U^\top, \quad
+        \delta c_{t-1} = \delta c \, f_t
+
+    and stacks :math:`\delta z_t` `(T, B, 4U)`. The weight gradients are then
+    one matmul each over all steps and the batch,
+    :math:`\bar U = \sum_t h_{t-1}^\top \delta z_t`,
+    :math:`\bar W = \sum_t x_t^\top \delta z_t`,
+    :math:`\bar b = \sum_{t,b} \delta z_t`, and the inputs' cotangent is
+    :math:`\bar x_t = \delta z_t W^\top`; the initial states get the
+    carried :math:`(\delta h, \delta c)`.
+
+    JAX's own transpose of the scan stores twice as many `(B, U)` arrays a
+    step and accumulates :math:`\bar U` and :math:`\bar W` inside the
+    backward loop, one small matmul and add each per step. On CPU this one
+    measured faster: a Reuters LSTM epoch (batch 50, 49 steps, 50 units)
+    97 -> 85 ms. Gradients agree with JAX's to float rounding (their sums
+    run in another order).
+
+    Args:
+      cell: an `LSTMCell` for which `lstm_vjp_applies`.
+      params: `cell.params()`.
+      x: inputs `(B, T, D)`.
+      states: initial `LSTMState(h, c)`, each `(B, U)`.
+      go_backwards, unroll, return_sequences, project_in_loop: as `scan_cell`.
+
+    Returns:
+      `(final_states, last_output (B, U), outputs (B, T, U) or None)`.
+    """
+    x_TxB, _ = time_major(x, None, go_backwards)
+    unroll_arg = _unroll_arg(unroll, x.shape[1])
+
+    def forward(params, x_TxB, states, keep):
+        """`((final_states, outputs (T, B, U) or None), residuals or None)`."""
+        def body(st, z_t):
+            if project_in_loop:
+                z_t = cell.project(params, z_t)
+            h_new, new_st, g = cell.step_with_gates(params, z_t, st)
+            kept = (g["i"], g["f"], g["g"], g["o"], st.c, st.h) if keep else None
+            return new_st, (h_new if return_sequences else None, kept)
+
+        z_TxB = x_TxB if project_in_loop else cell.project(params, x_TxB)
+        final, (outs, kept) = jax.lax.scan(body, states, z_TxB, unroll=unroll_arg)
+        return (final, outs), kept
+
+    @jax.custom_vjp
+    def run(params, x_TxB, states):
+        return forward(params, x_TxB, states, keep=False)[0]
+
+    def run_fwd(params, x_TxB, states):
+        out, kept = forward(params, x_TxB, states, keep=True)
+        return out, (params, x_TxB, kept)
+
+    def run_bwd(saved, cotangents):
+        params, x_TxB, (i_s, f_s, g_s, o_s, cprev_s, hprev_s) = saved
+        d_final, d_outs = cotangents
+        rk_T = params["recurrent_kernel"].T
+
+        def body(carry, step):
+            dh, dc = carry
+            i, f, g, o, c_prev, dy = step
+            if dy is not None:
+                dh = dh + dy
+            tc = jnp.tanh(f * c_prev + i * g)
+            dc = dc + dh * o * (1 - tc * tc)
+            dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                                  dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=-1)
+            return (dz @ rk_T, dc * f), dz
+
+        (dh0, dc0), dz_TxB = jax.lax.scan(
+            body, (d_final.h, d_final.c), (i_s, f_s, g_s, o_s, cprev_s, d_outs),
+            reverse=True, unroll=unroll_arg)
+        dz_N = dz_TxB.reshape(-1, dz_TxB.shape[-1])  # (T*B, 4U)
+        over_steps = (((0,), (0,)), ((), ()))  # contract the (T*B) axis
+
+        def summed_outer(a_TxBxF):
+            return jax.lax.dot_general(a_TxBxF.reshape(dz_N.shape[0], -1), dz_N, over_steps)
+
+        d_params = {"kernel": summed_outer(x_TxB), "recurrent_kernel": summed_outer(hprev_s)}
+        if "bias" in params:
+            d_params["bias"] = dz_N.sum(axis=0)
+        dx_TxB = (dz_N @ params["kernel"].T).reshape(x_TxB.shape)
+        return d_params, dx_TxB, LSTMState(dh0, dc0)
+
+    run.defvjp(run_fwd, run_bwd)
+    final_states, outs_TxB = run(params, x_TxB, LSTMState(*states))
+    outputs = None if outs_TxB is None else jnp.swapaxes(outs_TxB, 0, 1)
+    return final_states, final_states.h, outputs
 
 
 @functools.partial(jax.jit, static_argnames=(

@@ -399,6 +399,54 @@ def test_lstm_unit_forget_bias(keras, rng, unit_forget_bias, bias_initializer):
     assert rnn_jax.from_keras(kl).cell.unit_forget_bias == unit_forget_bias
 
 
+# -- gradients ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(return_sequences=True), dict(go_backwards=True),
+    dict(return_sequences=True, go_backwards=True, use_bias=False), dict(unroll=True),
+], ids=["last", "sequences", "backwards", "sequences_backwards_no_bias", "unroll"])
+def test_lstm_gradients_match_keras(keras, rng, options):
+    """The gradient of a loss of an LSTM's output and final states with respect
+    to every weight, the inputs and the initial states equals Keras' (a TF
+    `GradientTape`). On CPU this LSTM is differentiated by `lstm_scan`'s
+    hand-written backward pass (`test_transforms` checks that it is)."""
+    import tensorflow as tf
+
+    jl = rnn_jax.LSTM(U, return_state=True, input_shape=(T, D), rngs=nnx.Rngs(0), **options)
+    if jl.cell.use_bias:  # every gate's bias away from its initial value
+        jl.cell.bias[...] = jl.cell.bias[...] + rng.normal(size=(4 * U,)).astype("float32")
+    kl = rnn_jax.to_keras(jl)
+    x = inputs(rng)
+    h0, c0 = random_states(rng, [U, U])
+    w_out = rng.normal(size=(B, T, U) if options.get("return_sequences") else (B, U))
+    w_h, w_c = rng.normal(size=(2, B, U))
+
+    def loss(out, h, c, total):
+        return (total(out * w_out.astype("float32")) + total(h * w_h.astype("float32"))
+                + total(c * w_c.astype("float32")))
+
+    tx, th0, tc0 = tf.constant(x), tf.constant(h0), tf.constant(c0)
+    with tf.GradientTape() as tape:
+        tape.watch([tx, th0, tc0])
+        k_loss = loss(*kl(tx, initial_state=[th0, tc0]), tf.reduce_sum)
+    names = [w.name for w in kl.trainable_weights]
+    k_grads = tape.gradient(k_loss, [*kl.trainable_weights, tx, th0, tc0])
+
+    graphdef, params, rest = nnx.split(jl, nnx.Param, ...)
+
+    def f(params, x, h0, c0):
+        out, h, c = nnx.merge(graphdef, params, rest)(x, initial_state=(h0, c0))
+        return loss(out, h, c, jax.numpy.sum)
+
+    j_loss, (g_params, gx, gh0, gc0) = jax.value_and_grad(f, argnums=(0, 1, 2, 3))(
+        params, x, h0, c0)
+    by_name = {jax.tree_util.keystr(path).split("'")[-2]: g
+               for path, g in jax.tree_util.tree_leaves_with_path(g_params)}
+    assert sorted(by_name) == sorted(names)
+    np.testing.assert_allclose(float(j_loss), float(k_loss), rtol=1e-6)
+    assert_same([k.numpy() for k in k_grads], [*(by_name[n] for n in names), gx, gh0, gc0])
+
+
 # -- float64 -------------------------------------------------------------------------
 
 

@@ -243,6 +243,46 @@ def _scan_bodies(jaxpr):
             if eqn.primitive.name == "scan"]
 
 
+@pytest.mark.parametrize("make,call,expected", [
+    (lambda: R.LSTM(U, rngs=nnx.Rngs(0)), {}, True),
+    (lambda: R.LSTM(U, return_sequences=True, go_backwards=True, rngs=nnx.Rngs(0)), {}, True),
+    (lambda: R.Bidirectional(R.LSTM(U, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1)), {}, True),
+    (lambda: R.LSTM(U, rngs=nnx.Rngs(0)), {"mask": np.arange(T) < np.array([[T], [2], [4]])},
+     False),
+    (lambda: R.LSTM(U, dropout=0.3, rngs=nnx.Rngs(0)),
+     {"training": True, "key": jax.random.key(0)}, False),
+    (lambda: R.LSTM(U, dropout=0.3, rngs=nnx.Rngs(0)), {}, True),  # dropout off at inference
+    (lambda: R.LSTM(U, activation="relu", rngs=nnx.Rngs(0)), {}, False),
+    (lambda: R.LSTM(U, recurrent_activation="hard_sigmoid", rngs=nnx.Rngs(0)), {}, False),
+    (lambda: R.GRU(U, rngs=nnx.Rngs(0)), {}, False),
+    (lambda: R.RNN(R.StackedRNNCells([R.LSTMCell(U, rngs=nnx.Rngs(0)),
+                                      R.LSTMCell(U, rngs=nnx.Rngs(1))])), {}, False),
+], ids=["lstm", "sequences_backwards", "bidirectional", "mask", "dropout_training",
+        "dropout_inference", "relu", "hard_sigmoid", "gru", "stacked_cells"])
+def test_lstm_vjp_taken_where_it_applies(make, call, expected):
+    """On CPU an unmasked LSTM without active dropout, with Keras' default
+    activations, runs through `lstm_scan` (a `custom_vjp` around the scan, so
+    its hand-written backward pass is the one differentiated); masks,
+    dropout, other activations and other cells take JAX's transpose of the
+    scan, and so does `lstm_vjp=False` (`test_keras_parity` checks the
+    gradients against Keras')."""
+    layer = make()
+    x = _x()
+    layer(x)  # builds
+
+    def uses_lstm_vjp(jaxpr):
+        return any(e.primitive.name == "custom_vjp_call" for e in _eqns(jaxpr, into_scan=True))
+
+    graphdef, state = nnx.split(layer)
+    forward = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x, **call))(state, x)
+    assert uses_lstm_vjp(forward.jaxpr) == (expected and jax.default_backend() == "cpu")
+    if expected:
+        cell = getattr(layer, "cell", None) or layer.forward_layer.cell
+        off = jax.make_jaxpr(lambda p: R.recurrent.scan_cell(
+            cell, p, x, cell.get_initial_state(B), lstm_vjp=False)[1])(cell.params())
+        assert not uses_lstm_vjp(off.jaxpr)
+
+
 @pytest.mark.parametrize("name,make,gates", [
     ("simple_rnn", lambda: R.SimpleRNN(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 1),
     ("gru", lambda: R.GRU(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 3),
@@ -278,9 +318,10 @@ def test_input_projection_placement(name, make, gates, in_loop):
         assert len(kernel) == 1 and len(inside) == 2
     else:
         # the kernel matmul over all time steps: (B, T, D) x (D, G*U) -> (B, T, G*U)
+        # (time-major, (T, B, ...), in `lstm_scan`, which the LSTM takes on CPU)
         hoisted = [e for e in outside
-                   if tuple(e.outvars[0].aval.shape) == (B, T, gates * U)
-                   and tuple(e.invars[0].aval.shape) == (B, T, D)]
+                   if (tuple(e.outvars[0].aval.shape), tuple(e.invars[0].aval.shape))
+                   in {((B, T, gates * U), (B, T, D)), ((T, B, gates * U), (T, B, D))}]
         assert len(hoisted) == 1, [tuple(e.outvars[0].aval.shape) for e in outside]
         assert len(inside) == 1, f"{len(inside)} matmuls per step"
     other = jax.jit(lambda p, x: R.scan_cell(cell, p, x, cell.get_initial_state(B), masks,
