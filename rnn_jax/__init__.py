@@ -12,7 +12,9 @@
 
 `from_keras(keras_object)` and `to_keras(module)` move trained weights
 between Keras 3 and these modules with identical predictions.
-`with rnn_jax.check_inputs(): ...` makes every layer refuse NaN / inf inputs.
+`with rnn_jax.check_inputs(): ...` makes every layer refuse NaN / inf inputs;
+`with rnn_jax.jax_lstm_gradients(): ...` lets forward-mode autodiff
+(`jax.jacfwd`, `jax.hessian`) through LSTM layers on CPU.
 """
 
 from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
@@ -23,14 +25,15 @@ from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNN
 from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.keras_interop import from_keras, to_keras
 from rnn_jax.models import Sequential
-from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN, scan_cell
+from rnn_jax.recurrent import (GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN,
+                               jax_lstm_gradients, scan_cell)
 from rnn_jax.training import FitResult, NonFiniteLossError, TrainState, evaluate, fit
 
 __all__ = [
     "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
-    "from_keras", "initializers", "scan_cell", "to_keras",
+    "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
     "metrics", "optimizers", "plots", "readout",
 ]

@@ -178,7 +178,24 @@ class _Switch:
 _CHECK_INPUTS = _Switch()  # set by check_inputs()
 
 
-class check_inputs:
+class _Setting:
+    """Sets the class's `_switch` from now on, or, as a context manager, for
+    the block only (then back to what it was)."""
+
+    _switch: _Switch
+
+    def __init__(self, enabled: bool = True):
+        self._previous = self._switch.value
+        self._switch.set(enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._switch.set(self._previous)
+
+
+class check_inputs(_Setting):
     """Switches the check of every layer's inputs for NaN and inf on (default: off).
 
         rnn_jax.check_inputs()          # on from now on
@@ -217,15 +234,7 @@ class check_inputs:
         the block only).
     """
 
-    def __init__(self, enabled: bool = True):
-        self._previous = _CHECK_INPUTS.value
-        _CHECK_INPUTS.set(enabled)
-
-    def __enter__(self) -> "check_inputs":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        _CHECK_INPUTS.set(self._previous)
+    _switch = _CHECK_INPUTS
 
 
 def checking_inputs() -> bool:

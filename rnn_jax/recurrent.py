@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax import activations
-from rnn_jax.base import Layer, describe, is_traced
+from rnn_jax.base import Layer, _Setting, _Switch, describe, is_traced
 from rnn_jax.cells import (GRUCell, LSTMCell, LSTMState, RNNCellBase, SimpleRNNCell,
                            StackedRNNCells)
 
@@ -248,7 +248,8 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         Used only where it applies (`lstm_vjp_applies`: an `LSTMCell` with
         Keras' default activations, no mask, no active dropout); the forward
         values are the same either way. Default: on CPU, where it measured
-        faster; elsewhere it is unmeasured, so off.
+        faster, unless `jax_lstm_gradients()` is on; elsewhere it is
+        unmeasured, so off.
 
     Returns:
       `(final_states, last_output (B, U), outputs (B, T, U) or None)`.
@@ -256,7 +257,7 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
     if project_in_loop is None:
         project_in_loop = jax.default_backend() == "cpu"
     if lstm_vjp is None:
-        lstm_vjp = jax.default_backend() == "cpu"
+        lstm_vjp = jax.default_backend() == "cpu" and not _JAX_LSTM_GRADIENTS.value
     if lstm_vjp and mask is None and masks is None and lstm_vjp_applies(cell):
         return lstm_scan(cell, params, x, states, go_backwards=go_backwards, unroll=unroll,
                          return_sequences=return_sequences, project_in_loop=project_in_loop)
@@ -301,6 +302,33 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
             body, (states, zeros_BxU), (z_TxB, mask_TxBx1), unroll=unroll_arg)
     outputs = None if outs_TxB is None else jnp.swapaxes(outs_TxB, 0, 1)
     return final_states, last_output, outputs
+
+
+_JAX_LSTM_GRADIENTS = _Switch()  # set by jax_lstm_gradients()
+
+
+class jax_lstm_gradients(_Setting):
+    """Differentiates LSTM layers by JAX's own transpose of the scan instead
+    of `lstm_scan`'s hand-written backward pass (default: off, so on CPU the
+    hand-written one runs where it applies).
+
+        rnn_jax.jax_lstm_gradients()        # from now on
+        with rnn_jax.jax_lstm_gradients():  # inside the block only
+            jac = jax.jacfwd(f)(x)
+
+    `lstm_scan` is a `jax.custom_vjp`, which JAX can differentiate in
+    reverse mode only (`grad`, `vjp`, `jacrev`); forward mode (`jvp`,
+    `jacfwd`, `hessian`, `linearize`) through an LSTM layer on CPU needs
+    this switch, or JAX refuses it ("can't apply forward-mode autodiff (jvp)
+    to a custom_vjp function"). Values and gradients are the same either way
+    to float rounding. Like `check_inputs`, the switch is process-wide, read
+    when a layer is traced, and part of `jax.jit`'s cache key.
+
+    Args:
+      enabled: True for JAX's transpose, False for the hand-written pass.
+    """
+
+    _switch = _JAX_LSTM_GRADIENTS
 
 
 def _unroll_arg(unroll, steps):

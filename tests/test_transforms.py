@@ -283,6 +283,32 @@ def test_lstm_vjp_taken_where_it_applies(make, call, expected):
         assert not uses_lstm_vjp(off.jaxpr)
 
 
+def test_jax_lstm_gradients_allows_forward_mode():
+    """`lstm_scan` is a `custom_vjp`: on CPU forward-mode autodiff through an
+    LSTM is refused unless `jax_lstm_gradients()` is on; with it, `jacfwd`
+    (JAX's transpose) equals `jacrev` taken through the hand-written pass,
+    and the switch is part of the jit cache key (on, then off again)."""
+    layer = R.LSTM(U, input_shape=(T, D), rngs=nnx.Rngs(0))
+    x = _x()
+    f = jax.jit(lambda x: layer(x))
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu:
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jacfwd(f)(x)
+    with R.jax_lstm_gradients():
+        forward = jax.jacfwd(f)(x)
+    reverse = jax.jacrev(f)(x)
+    np.testing.assert_allclose(forward, reverse, atol=1e-6)
+    if on_cpu:
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jacfwd(f)(x)
+    R.jax_lstm_gradients()
+    try:
+        np.testing.assert_allclose(jax.jacfwd(f)(x), reverse, atol=1e-6)
+    finally:
+        R.jax_lstm_gradients(False)
+
+
 @pytest.mark.parametrize("name,make,gates", [
     ("simple_rnn", lambda: R.SimpleRNN(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 1),
     ("gru", lambda: R.GRU(U, rngs=nnx.Rngs(0), input_shape=(None, D)), 3),
