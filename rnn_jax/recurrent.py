@@ -265,11 +265,7 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
     z_TxB, mask_TxBx1 = time_major(x if project_in_loop else cell.project(params, x, masks),
                                    mask, go_backwards)
     unroll_arg = _unroll_arg(unroll, x.shape[1])
-
-    def advance(st, z_t):
-        if project_in_loop:
-            z_t = cell.project(params, z_t, masks)
-        return cell.step(params, z_t, st, masks)
+    advance = _advance(cell, params, masks, project_in_loop)
 
     if mask is None and x.shape[1] > 0 and (
             return_sequences or cell.output_from_states(states) is not None):
@@ -277,11 +273,8 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         # last row, or read from the final states), so the loop carries the
         # states alone: one (B, U) buffer less a step (LSTM, batch 1: 0.256 ->
         # 0.218 ms a forward call).
-        def body(st, z_t):
-            out, new_st = advance(st, z_t)
-            return new_st, (out if return_sequences else None)
-
-        final_states, outs_TxB = jax.lax.scan(body, states, z_TxB, unroll=unroll_arg)
+        final_states, outs_TxB, _ = _scan_states(advance, z_TxB, states, unroll_arg=unroll_arg,
+                                                 return_sequences=return_sequences)
         last_output = (outs_TxB[-1] if return_sequences
                        else cell.output_from_states(final_states))
     else:
@@ -292,7 +285,7 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         def body(carry, inp):
             st, prev_out = carry
             z_t, m_t = inp
-            out, new_st = advance(st, z_t)
+            out, new_st, _ = advance(st, z_t)
             if m_t is not None:
                 out = jnp.where(m_t, out, zeros_BxU if zero_output_for_mask else prev_out)
                 new_st = keep_where(m_t, new_st, st)
@@ -334,6 +327,37 @@ class jax_lstm_gradients(_Setting):
 def _unroll_arg(unroll, steps):
     """`jax.lax.scan`'s `unroll` from the layer's: True -> all steps, False -> 1."""
     return steps if unroll is True else (1 if unroll is False else unroll)
+
+
+def _advance(cell, params, masks, project_in_loop):
+    """One step from the scan's input `z_t` (`x_t` when `project_in_loop`):
+    `(states, z_t) -> (output, new_states, gates)`."""
+    def advance(st, z_t):
+        if project_in_loop:
+            z_t = cell.project(params, z_t, masks)
+        return cell.step_with_gates(params, z_t, st, masks)
+
+    return advance
+
+
+def _scan_states(advance, z_TxB, states, *, unroll_arg, return_sequences, keep=None):
+    """The unmasked scan, carrying the states alone.
+
+    Returns `(final_states, outputs (T, B, U) or None, kept or None)`, where
+    `kept` stacks `keep(states_in, gates)` of every step when `keep` is given.
+    """
+    def body(st, z_t):
+        out, new_st, gates = advance(st, z_t)
+        return new_st, (out if return_sequences else None,
+                        None if keep is None else keep(st, gates))
+
+    final_states, (outs_TxB, kept) = jax.lax.scan(body, states, z_TxB, unroll=unroll_arg)
+    return final_states, outs_TxB, kept
+
+
+def _lstm_residuals(states, gates):
+    """What `lstm_scan`'s backward pass reads of a step: `i, f, g, o, c_{t-1}, h_{t-1}`."""
+    return gates["i"], gates["f"], gates["g"], gates["o"], states.c, states.h
 
 
 def lstm_vjp_applies(cell) -> bool:
@@ -397,15 +421,11 @@ def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
 
     def forward(params, x_TxB, states, keep):
         """`((final_states, outputs (T, B, U) or None), residuals or None)`."""
-        def body(st, z_t):
-            if project_in_loop:
-                z_t = cell.project(params, z_t)
-            h_new, new_st, g = cell.step_with_gates(params, z_t, st)
-            kept = (g["i"], g["f"], g["g"], g["o"], st.c, st.h) if keep else None
-            return new_st, (h_new if return_sequences else None, kept)
-
         z_TxB = x_TxB if project_in_loop else cell.project(params, x_TxB)
-        final, (outs, kept) = jax.lax.scan(body, states, z_TxB, unroll=unroll_arg)
+        final, outs, kept = _scan_states(
+            _advance(cell, params, None, project_in_loop), z_TxB, states,
+            unroll_arg=unroll_arg, return_sequences=return_sequences,
+            keep=_lstm_residuals if keep else None)
         return (final, outs), kept
 
     @jax.custom_vjp

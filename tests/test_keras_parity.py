@@ -419,11 +419,11 @@ def test_lstm_gradients_match_keras(keras, rng, options):
     x = inputs(rng)
     h0, c0 = random_states(rng, [U, U])
     w_out = rng.normal(size=(B, T, U) if options.get("return_sequences") else (B, U))
-    w_h, w_c = rng.normal(size=(2, B, U))
+    w_h, w_c = rng.normal(size=(2, B, U)).astype("float32")
+    w_out = w_out.astype("float32")
 
     def loss(out, h, c, total):
-        return (total(out * w_out.astype("float32")) + total(h * w_h.astype("float32"))
-                + total(c * w_c.astype("float32")))
+        return total(out * w_out) + total(h * w_h) + total(c * w_c)
 
     tx, th0, tc0 = tf.constant(x), tf.constant(h0), tf.constant(c0)
     with tf.GradientTape() as tape:
