@@ -82,6 +82,7 @@ def ratios(table, tasks) -> dict:
     seeds = {t["num_seeds"]: _median(table, t, "rnn_jax_fit") for t in by_kind.get("seeds", [])}
     if seeds.get(1):
         out["seeds"] = {f"time_{s}_vs_1": v / seeds[1] for s, v in seeds.items() if v}
+        out["seeds"].update({f"models_per_second_{s}": s / v for s, v in seeds.items() if v})
         floor = {t["num_seeds"]: _median(table, t, "floor") for t in by_kind.get("seeds", [])}
         if floor.get(1):
             out["seeds"].update({f"floor_time_{s}_vs_1": v / floor[1]
@@ -173,7 +174,7 @@ def format_ratios(r) -> str:
                      for k, v in r[name].items()]
             lines.append(f"{name}: " + "; ".join(parts))
     if "seeds" in r:
-        lines.append("seeds: " + "; ".join(f"{k} {v:.2f}" for k, v in r["seeds"].items()))
+        lines.append("seeds: " + "; ".join(f"{k} {v:,.2f}" for k, v in r["seeds"].items()))
     if "forward" in r and r["forward"]["worst_vs_flax"]:
         w = r["forward"]["worst_vs_flax"]
         lines.append(f"forward: worst rnn_jax / flax {w['vs_flax']:.2f} at {w['point']}; "

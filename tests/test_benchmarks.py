@@ -86,6 +86,21 @@ def test_ratios_from_medians():
     assert "error" in text and "200ms" in text
 
 
+def test_seeds_ratio_and_models_per_second():
+    """The seeds workload's figures: time against one seed, and models trained
+    per second (seeds over the median training time)."""
+    tasks = [dict(kind="seeds", num_seeds=s, num_samples=10, epochs=1, batch_size=4, repeats=1)
+             for s in (1, 64)]
+    outputs = {"rnn_jax_fit": {"results": [
+        {"task": tasks[0], "first": 1.0, "times": [0.01, 0.02, 0.03]},
+        {"task": tasks[1], "first": 1.0, "times": [0.08, 0.05]}]}}
+    r = report.ratios(report.collect(outputs), tasks)["seeds"]
+    assert r["time_64_vs_1"] == pytest.approx(0.065 / 0.02)
+    assert r["models_per_second_1"] == pytest.approx(50.0)
+    assert r["models_per_second_64"] == pytest.approx(64 / 0.065)
+    assert "models_per_second_64 984.62" in report.format_ratios({"seeds": r})
+
+
 def test_plots_only_what_was_measured(tmp_path):
     """An interrupted run's tasks without times get no plot (and no empty one)."""
     seeds = [dict(kind="seeds", num_seeds=s, num_samples=10, epochs=1, batch_size=4, repeats=1)
