@@ -463,7 +463,10 @@ def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
 
         d_params = {"kernel": summed_outer(x_TxB), "recurrent_kernel": summed_outer(hprev_s)}
         if "bias" in params:
-            d_params["bias"] = dz_N.sum(axis=0)
+            # A matvec, not `sum(axis=0)`: XLA's CPU backend turns that sum
+            # into a windowed reduction that took 10 ms (40x one seed's) for
+            # 5 seeds of a Reuters batch under vmap.
+            d_params["bias"] = jnp.ones((dz_N.shape[0],), dz_N.dtype) @ dz_N
         dx_TxB = (dz_N @ params["kernel"].T).reshape(x_TxB.shape)
         return d_params, dx_TxB, LSTMState(dh0, dc0)
 
