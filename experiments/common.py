@@ -8,13 +8,16 @@ data `--num_samples`, `--data_seed`. Hyperparameters left unset take the
 notebook's values for the chosen variant of the experiment. Bad values stop
 the command with a one-line flag error (exit status 1).
 
-A run in `--workdir` saves its training state every `--checkpoint_every`
-epochs and at the end (`<workdir>/checkpoints/<epoch>/`). The same command
-again resumes from the newest checkpoint and ends with the same
-`metrics.json` as an unbroken run; a workdir holding a run with other flags
-is refused unless `--overwrite` is given. A run whose every seed meets a
-non-finite loss stops with exit status 1 and one line naming the epoch and
-step; with several seeds, the diverged ones are named and the others go on.
+A run in `--workdir` saves its training state every `--checkpoint_every` epochs
+and at the end (`<workdir>/checkpoints/<epoch>/`). The same command again
+resumes from the newest checkpoint and ends with the same `metrics.json` as an
+unbroken run; a damaged newest checkpoint is named in a warning and moved
+aside, and the run resumes from the newest intact one. A workdir holding a run
+with other flags is refused unless `--overwrite` is given; so are, with one
+line and exit status 1, checkpoints that are all damaged and a checkpoint of
+another model or number of seeds. A run whose every seed meets a non-finite
+loss stops with exit status 1 and one line naming the epoch and step; with
+several seeds, the diverged ones are named and the others go on.
 """
 
 from __future__ import annotations
@@ -262,6 +265,12 @@ class Run:
                     "; no checkpoint was saved before" if e.last_checkpoint is None else
                     f"; the last good checkpoint is {e.last_checkpoint}")
             print(f"{self.name}: {e}{kept}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except ValueError as e:
+            from rnn_jax import checkpoints  # loaded already when fit had a checkpoint_dir
+            if not isinstance(e, checkpoints.CheckpointError):
+                raise
+            print(f"{self.name}: {e}", file=sys.stderr, flush=True)  # damaged or another run's
             sys.exit(1)
         self.result = result
         return result

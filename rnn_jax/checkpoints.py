@@ -16,7 +16,12 @@ Two layouts, both read by `load_weights`:
 With `num_seeds > 1` every array of the training state has a leading seed
 axis. Orbax writes into a temporary directory and renames it when complete,
 so a checkpoint directory that exists is a whole checkpoint; a temporary one
-left by a killed process is ignored (and removed by the next run).
+left by a killed process is ignored (and removed by the next run). A complete
+checkpoint whose files were damaged since (a bad disk, a partial copy) is
+told apart from one of another run setup: `RunCheckpoints.restore` sets the
+damaged one aside with a warning and resumes from the newest intact one, or
+raises `DamagedCheckpointError` when none is intact, and raises
+`CheckpointMismatchError` for a readable checkpoint that does not fit.
 
     rnn_jax.checkpoints.save_train_state(path, result.state)
     model = make_model(nnx.Rngs(0))                       # same architecture
@@ -25,13 +30,85 @@ left by a killed process is ignored (and removed by the next run).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from flax import nnx
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A run's checkpoints cannot be resumed from (see the subclasses)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint of another run setup: its tree of arrays or their
+    shapes differ from the run's (another model, optimizer or number of seeds)."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """Every checkpoint of a run is damaged: its files cannot be read back (a
+    bad disk, a partial copy), so there is no intact one to resume from.
+
+    Attributes:
+      damaged: path of each damaged checkpoint -> why it cannot be read.
+    """
+
+    def __init__(self, directory: str, damaged: dict[str, str]):
+        self.damaged = dict(damaged)
+        them = "it" if len(damaged) == 1 else "them"
+        super().__init__(
+            f"no intact checkpoint in {directory}: "
+            + "; ".join(f"{path} is damaged ({why})" for path, why in damaged.items())
+            + f"; remove {them} to train from the start")
+
+
+class _Unreadable(Exception):
+    """Raised inside this module for a checkpoint whose files cannot be read."""
+
+
+# What Orbax and TensorStore raise for files that cannot be read back: OSError
+# (a missing file), ValueError (TensorStore's DATA_LOSS / NOT_FOUND statuses,
+# JSON or UTF-8 that does not decode), KeyError / TypeError (JSON of another shape).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError)
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one short line (TensorStore appends its whole spec)."""
+    text = str(e).split(" [tensorstore_spec=")[0].strip()
+    return (text.splitlines() or [type(e).__name__])[0]
+
+
+def _check_readable(item: str) -> None:
+    """Read every stored value of the checkpoint item `item` (`<epoch>/default`)
+    once, one after another; raise `_Unreadable` naming the first failure.
+
+    Orbax reads a checkpoint's arrays concurrently: when its files are damaged,
+    the first failed read ends Orbax's event loop while TensorStore's other
+    reads are still in flight, and each of those then prints an 'Event loop is
+    closed' traceback to stderr. Read one at a time first, the same damage
+    gives one quiet error.
+    """
+    try:
+        with open(os.path.join(item, "_METADATA"), "rb") as f:
+            metadata = json.load(f)
+        if not (isinstance(metadata, dict) and metadata.get("use_ocdbt")):
+            return  # written without OCDBT: Orbax's own reads tell
+        if not os.path.isfile(os.path.join(item, "manifest.ocdbt")):
+            raise _Unreadable(f"{os.path.join(item, 'manifest.ocdbt')} is missing")
+        store = ts.KvStore.open(
+            {"driver": "ocdbt", "base": {"driver": "file", "path": item + os.sep}}).result()
+        for key in store.list().result():
+            store.read(key).result()
+    except (OSError, ValueError) as e:
+        raise _Unreadable(_reason(e)) from None
 
 
 def _pure(state):
@@ -61,7 +138,7 @@ class RunCheckpoints:
     """The checkpoints of one training run: `<directory>/<epoch>/`, newest kept.
 
     `fit(checkpoint_dir=...)` uses it, as a context manager (closed on exit):
-    `restore(template)` returns the newest complete checkpoint (state and
+    `restore(template)` returns the newest intact checkpoint (state and
     history) or None, `save(state, history)` writes one synchronously. At
     most `max_to_keep` are kept (oldest removed first, after the new one is
     complete).
@@ -77,7 +154,7 @@ class RunCheckpoints:
                 if ".orbax-checkpoint-tmp" in name:
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         self.manager = ocp.CheckpointManager(
-            self.directory,
+            self.directory, item_handlers=ocp.StandardCheckpointHandler(),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True))
 
@@ -105,30 +182,36 @@ class RunCheckpoints:
         return os.path.join(self.directory, str(epoch))
 
     def restore(self, template):
-        """`(state, history)` from the newest checkpoint, shaped like `template`
-        (a `TrainState` of the same run setup), or None when there is none."""
-        epoch = self.latest_epoch()
-        if epoch is None:
-            return None
-        path = os.path.join(self.directory, str(epoch))
+        """`(state, history)` from the newest intact checkpoint, shaped like
+        `template` (a `TrainState` of the same run setup), or None when there is none.
+
+        A damaged checkpoint (files that cannot be read back) is moved aside to
+        `<epoch>.damaged`, with a warning naming it, and the next older one is
+        read, so that the run repeats the epochs since and saves that epoch
+        anew. Raises `DamagedCheckpointError` (nothing moved) when every
+        checkpoint is damaged, and `CheckpointMismatchError` when the newest
+        readable one holds another run setup.
+        """
         want = _state_tree(template)
-        try:
-            got_hist = _item_metadata(os.path.join(path, "default")).get("history", {})
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, want)
-            abstract["history"] = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-                                   for k, v in got_hist.items()}
-            tree = self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
-        except Exception as e:  # noqa: BLE001 - Orbax raises many types; name the file
-            raise ValueError(f"checkpoint {path} does not fit this run (different model, "
-                             f"optimizer or number of seeds?): {e}") from None
-        got = jax.tree_util.tree_flatten_with_path({k: v for k, v in tree.items()
-                                                    if k != "history"})[0]
-        for (where, a), b in zip(got, jax.tree.leaves(want)):
-            if np.shape(a) != np.shape(b):
-                raise ValueError(
-                    f"checkpoint {path} does not fit this run (different model, optimizer or "
-                    f"number of seeds?): {jax.tree_util.keystr(where)} has shape "
-                    f"{np.shape(a)} there, {np.shape(b)} here")
+        damaged = {}
+        for epoch in sorted(self.manager.all_steps(), reverse=True):
+            path = os.path.join(self.directory, str(epoch))
+            try:
+                tree = self._read(epoch, want)
+                break
+            except _Unreadable as e:
+                damaged[path] = str(e)
+        else:
+            if damaged:
+                raise DamagedCheckpointError(self.directory, damaged)
+            return None
+        for bad, why in damaged.items():
+            aside = _free_name(bad + ".damaged")
+            os.rename(bad, aside)
+            log.warning("checkpoint %s is damaged (%s): moved to %s; resuming from %s",
+                        bad, why, aside, path)
+        if damaged:
+            self.manager.reload()
         params = jax.tree.map(lambda a: a, template.params)
         nnx.replace_by_pure_dict(params, jax.tree.map(jax.numpy.asarray, tree["params"]))
         state = template._replace(
@@ -138,6 +221,60 @@ class RunCheckpoints:
             epoch=jax.numpy.asarray(tree["epoch"]),
             diverged_at=jax.numpy.asarray(tree["diverged_at"]))
         return state, dict(tree["history"])
+
+    def _read(self, epoch: int, want: dict) -> dict:
+        """The checkpoint of `epoch` as a tree like `want` (plus its history).
+
+        Raises `_Unreadable` when its files cannot be read back, and
+        `CheckpointMismatchError` when they can but hold other arrays or
+        shapes than `want` (compared from the metadata, before any array is read).
+        """
+        path = os.path.join(self.directory, str(epoch))
+        _check_readable(os.path.join(path, "default"))
+        try:
+            meta = self.manager.item_metadata(epoch)
+        except _READ_ERRORS as e:
+            raise _Unreadable(_reason(e)) from None
+        if meta is None:
+            raise _Unreadable("Orbax finds no readable item in it")
+        got = ocp.tree.to_flat_dict(meta)
+        history = {k[1]: v for k, v in got.items() if k[0] == "history"}
+        got = {k: tuple(v.shape) for k, v in got.items() if k[0] != "history"}
+        need = {k: np.shape(v) for k, v in
+                ocp.tree.to_flat_dict(ocp.tree.serialize_tree(want)).items()}
+        if got.keys() != need.keys():
+            there, here = sorted(got.keys() - need.keys()), sorted(need.keys() - got.keys())
+            raise CheckpointMismatchError(
+                f"checkpoint {path} does not fit this run (different model, optimizer or "
+                f"number of seeds?): other arrays ({_names(there)} there; {_names(here)} here)")
+        for k in sorted(need, key=lambda k: k[0] != "params"):  # weights named first
+            if got[k] != need[k]:
+                raise CheckpointMismatchError(
+                    f"checkpoint {path} does not fit this run (different model, optimizer or "
+                    f"number of seeds?): {'/'.join(k)} has shape {got[k]} there, "
+                    f"{need[k]} here")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, want)
+        abstract["history"] = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                               for k, v in history.items()}
+        try:
+            return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        except _READ_ERRORS as e:
+            raise _Unreadable(_reason(e)) from None
+
+
+def _names(keys, most: int = 3) -> str:
+    """A few flat tree keys as `a/b/c` names ('none' for none)."""
+    names = ["/".join(k) for k in keys[:most]]
+    return (", ".join(names) + (", ..." if len(keys) > most else "")) or "none"
+
+
+def _free_name(path: str) -> str:
+    """`path`, or `path-1`, `path-2`, ...: the first that does not exist."""
+    candidate, i = path, 0
+    while os.path.exists(candidate):
+        i += 1
+        candidate = f"{path}-{i}"
+    return candidate
 
 
 def save_weights(path: str, model, *, force: bool = True) -> str:

@@ -16,6 +16,7 @@ Layout of `<workdir>/`:
 - `history.jsonl`: one JSON object per epoch (`{"epoch": 1, "loss": ...}`);
 - `checkpoints/<epoch>/`: the training state every `--checkpoint_every`
   epochs and at the end (Orbax; see `rnn_jax.checkpoints.RunCheckpoints`);
+  a damaged one found on resuming is moved aside to `<epoch>.damaged/`;
 - `report.txt` and `*.png`: what the experiment read out of the weights.
 """
 

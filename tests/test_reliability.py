@@ -1,13 +1,18 @@
 """Runs that survive being killed, stop clearly when they diverge, and are
 deterministic: resume equals an unbroken run bitwise (fit and experiments,
 after SIGKILL at chosen moments, even inside a checkpoint or metrics.json
-write), a workdir with other flags is refused, non-finite losses stop with
-one line, and many-seed runs report the diverged seeds while the others go on."""
+write, and past a damaged newest checkpoint), a workdir with other flags,
+damaged or foreign checkpoints are refused in one line, non-finite losses
+stop with one line, and many-seed runs report the diverged seeds while the
+others go on."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,8 +116,20 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     def other(rngs):
         return R.Sequential([R.GRU(3, rngs=rngs), R.Dense(1, rngs=rngs)], input_shape=(4, 2))
 
-    with pytest.raises(ValueError, match=f"checkpoint {tmp_path}/1 does not fit this run"):
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=f"checkpoint {tmp_path}/1 does not fit this run.*"
+                             r"params/layers/0/cell/bias has shape \(1, 12\) there, "
+                             r"\(1, 2, 9\) here"):  # GRU's reset_after bias: (2, 3 units)
         R.fit(other, x, y, epochs=2, checkpoint_dir=str(tmp_path), **FIT)
+
+    def deeper(rngs):
+        return R.Sequential([R.LSTM(3, rngs=rngs), R.Dense(2, rngs=rngs), R.Dense(1, rngs=rngs)],
+                            input_shape=(4, 2))
+
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=f"checkpoint {tmp_path}/1 does not fit this run.*other arrays"):
+        R.fit(deeper, x, y, epochs=2, checkpoint_dir=str(tmp_path), **FIT)
+    assert sorted(os.listdir(tmp_path)) == ["1"]  # readable: not taken for damaged
 
 
 def test_killed_checkpoint_write_is_ignored_and_removed(tmp_path):
@@ -125,6 +142,79 @@ def test_killed_checkpoint_write_is_ignored_and_removed(tmp_path):
     r = R.fit(lstm_factory, x, y, epochs=2, checkpoint_dir=str(tmp_path), **FIT)
     assert r.initial_epoch == 1
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+# -- fit: damaged checkpoints -----------------------------------------------------------------
+
+
+def damage(checkpoint, kind: str = "manifest"):
+    """Damage the checkpoint directory `checkpoint` (`<dir>/<epoch>`) as a bad
+    disk or a partial copy leaves it."""
+    item = pathlib.Path(checkpoint) / "default"
+    rng = np.random.default_rng(0)
+    if kind == "manifest":  # random bytes over every OCDBT manifest
+        files = list(item.rglob("manifest.ocdbt"))
+    elif kind == "data":  # random bytes over the OCDBT data files
+        files = [f for f in item.rglob("*") if f.parent.name == "d"]
+    elif kind == "metadata":  # random bytes over the tree's metadata
+        files = [item / "_METADATA"]
+    elif kind == "truncated":  # every manifest cut to nothing
+        files = list(item.rglob("manifest.ocdbt"))
+        for f in files:
+            f.write_bytes(b"")
+    elif kind == "missing":  # the whole item directory gone
+        files = [item]
+        shutil.rmtree(item)
+    assert files, f"nothing to damage under {item}"
+    if kind in ("manifest", "data", "metadata"):
+        for f in files:
+            f.write_bytes(rng.bytes(f.stat().st_size))
+
+
+@pytest.mark.parametrize("kind", ["manifest", "data", "metadata", "truncated", "missing"])
+def test_damaged_newest_checkpoint_is_set_aside_and_fit_resumes_before_it(tmp_path, caplog,
+                                                                           capfd, kind):
+    x, y = regression_data()
+    unbroken = R.fit(lstm_factory, x, y, epochs=3, **FIT)
+    kw = dict(epochs=3, checkpoint_every=1, checkpoint_dir=str(tmp_path), **FIT)
+    R.fit(lstm_factory, x, y, **kw)
+    damage(tmp_path / "3", kind)
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="rnn_jax.checkpoints"):
+        resumed = R.fit(lstm_factory, x, y, **kw)
+    assert resumed.initial_epoch == 2 and len(resumed.epoch_seconds) == 1
+    assert_same_run(unbroken, resumed)
+    said = [r.getMessage() for r in caplog.records if r.name == "rnn_jax.checkpoints"]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert said[0].startswith(f"checkpoint {tmp_path}/3 is damaged ("), said[0]
+    assert said[0].endswith(f"moved to {tmp_path}/3.damaged; resuming from {tmp_path}/2")
+    assert sorted(os.listdir(tmp_path)) == ["1", "2", "3", "3.damaged"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Event loop is closed" not in err, err[-3000:]
+    # Epoch 3 was saved anew: the next run resumes from it, the set-aside copy unread.
+    again = R.fit(lstm_factory, x, y, **kw)
+    assert again.initial_epoch == 3
+    assert_same_run(unbroken, again)
+
+
+def test_fit_refuses_when_no_checkpoint_is_intact(tmp_path, capfd):
+    x, y = regression_data()
+    kw = dict(epochs=3, checkpoint_every=1, checkpoint_dir=str(tmp_path), **FIT)
+    R.fit(lstm_factory, x, y, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
+    damage(tmp_path / "1", "manifest")
+    damage(tmp_path / "2", "data")
+    capfd.readouterr()
+    with pytest.raises(checkpoints.DamagedCheckpointError,
+                       match=f"^no intact checkpoint in {tmp_path}: {tmp_path}/2 is damaged .*; "
+                             f"{tmp_path}/1 is damaged .*; remove them to train from the start$"
+                       ) as e:
+        R.fit(lstm_factory, x, y, **kw)
+    assert "\n" not in str(e.value)
+    assert sorted(e.value.damaged) == [f"{tmp_path}/1", f"{tmp_path}/2"]
+    assert "manifest.ocdbt" in e.value.damaged[f"{tmp_path}/1"]
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]  # nothing moved
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Event loop is closed" not in err, err[-3000:]
 
 
 # -- determinism ------------------------------------------------------------------------------
@@ -367,3 +457,70 @@ def test_claim_workdir_old_or_foreign_outputs(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
     assert common.claim_workdir(str(tmp_path), overwrite=False) is True  # same run: resume
     assert json.loads((tmp_path / "run.json").read_text())["flags"] == common.run_flags()
+
+
+# -- experiments: damaged or foreign checkpoints ----------------------------------------------
+
+
+def stderr_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def test_experiment_resumes_before_a_damaged_newest_checkpoint(tmp_path, unbroken, run_sum3):
+    # The unbroken run's workdir, its last checkpoint (6) damaged and its
+    # final outputs gone: the rerun trains epochs 5 and 6 again from 4.
+    work = tmp_path / "w"
+    shutil.copytree(unbroken, work)
+    (work / "metrics.json").unlink()
+    (work / "timing.json").unlink()
+    damage(work / "checkpoints" / "6", "manifest")
+    proc = run_sum3(f"--workdir={work}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert f"checkpoint {work}/checkpoints/6 is damaged (" in lines[0], lines[0]
+    assert lines[0].endswith(f"resuming from {work}/checkpoints/4"), lines[0]
+    assert json.loads((work / "timing.json").read_text())["resumed_from_epoch"] == 4
+    assert (work / "metrics.json").read_bytes() == (unbroken / "metrics.json").read_bytes()
+    assert (work / "history.jsonl").read_bytes() == (unbroken / "history.jsonl").read_bytes()
+    assert sorted(os.listdir(work / "checkpoints")) == ["2", "4", "6", "6.damaged"]
+
+
+def test_experiment_with_every_checkpoint_damaged_stops_in_one_line(tmp_path, unbroken,
+                                                                      run_sum3):
+    work = tmp_path / "w"
+    shutil.copytree(unbroken, work)
+    for epoch in ("2", "4", "6"):
+        damage(work / "checkpoints" / epoch, "manifest")
+    proc = run_sum3(f"--workdir={work}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"sum3 (scalar): no intact checkpoint in {work}/checkpoints: ")
+    assert all(f"{work}/checkpoints/{e} is damaged" in lines[0] for e in ("2", "4", "6"))
+    assert lines[0].endswith("remove them to train from the start"), lines[0]
+    assert "does not fit" not in lines[0]
+    assert sorted(os.listdir(work / "checkpoints")) == ["2", "4", "6"]
+
+
+def test_experiment_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, unbroken,
+                                                                        run_sum3):
+    # The scalar run's workdir holding checkpoints of sum3's onehot model,
+    # whose SimpleRNN has a (10, 1) kernel (the scalar one's: (1, 1)).
+    from experiments import sum3
+
+    work = tmp_path / "w"
+    shutil.copytree(unbroken, work)
+    shutil.rmtree(work / "checkpoints")
+    x = np.eye(10, dtype=np.float32)[np.arange(96).reshape(32, 3) % 10]
+    R.fit(sum3.make_model_fn("onehot"), x, x.sum(axis=(1, 2))[:, None], epochs=2,
+          checkpoint_dir=str(work / "checkpoints"), **FIT)
+    proc = run_sum3(f"--workdir={work}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0] == (f"sum3 (scalar): checkpoint {work}/checkpoints/2 does not fit this run "
+                        "(different model, optimizer or number of seeds?): "
+                        "params/layers/0/cell/kernel has shape (1, 10, 1) there, (1, 1, 1) "
+                        "here"), lines[0]
