@@ -14,10 +14,11 @@ resumes from the newest checkpoint and ends with the same `metrics.json` as an
 unbroken run; a damaged newest checkpoint is named in a warning and moved
 aside, and the run resumes from the newest intact one. A workdir holding a run
 with other flags is refused unless `--overwrite` is given; so are, with one
-line and exit status 1, checkpoints that are all damaged and a checkpoint of
-another model or number of seeds. A run whose every seed meets a non-finite
-loss stops with exit status 1 and one line naming the epoch and step; with
-several seeds, the diverged ones are named and the others go on.
+line and exit status 1, a workdir that cannot be created or written in,
+checkpoints that are all damaged, and a checkpoint of another model or number
+of seeds. A run whose every seed meets a non-finite loss stops with exit status
+1 and one line naming the epoch and step; with several seeds, the diverged ones
+are named and the others go on.
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ def claim_workdir(workdir: str, overwrite: bool) -> bool:
     """Make `workdir` this run's: True when it already holds this run (same
     `run_flags()`: resume), False when it is new or was overwritten. A workdir
     holding another run (other flags, or outputs without a readable run.json)
-    is refused with a ValueError naming why, unless `overwrite`."""
+    is refused with a ValueError naming why, unless `overwrite`; so is one
+    that cannot be created or written in (naming the directory at fault and
+    the OS reason; nothing is left behind)."""
     now = run_flags()
     record = os.path.join(workdir, "run.json")
     problem = None
@@ -203,7 +206,10 @@ def claim_workdir(workdir: str, overwrite: bool) -> bool:
                 shutil.rmtree(p)
             elif os.path.exists(p):
                 os.unlink(p)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        workdir_lib.create(workdir)
+    except OSError as e:
+        raise ValueError(f"cannot use --workdir={workdir}: {e.filename}: {e.strerror}") from None
     workdir_lib.write_json(record, {"flags": now})
     return False
 

@@ -22,6 +22,7 @@ Layout of `<workdir>/`:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -40,6 +41,43 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def create(path: str) -> str:
+    """Make `path` a run directory: create it and its missing parents, and
+    check that a file can be written in it; returns the absolute path.
+
+    All or nothing, so that a refused directory leaves no trace: when a
+    directory cannot be made, or no file can be written in it, the
+    directories made here are removed again and an OSError is raised whose
+    `filename` is the directory at fault and `strerror` the OS reason.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    existing = path
+    while not os.path.lexists(existing):
+        missing.append(existing)
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), existing)
+    made = []
+    try:
+        for directory in reversed(missing):
+            os.mkdir(directory)
+            made.append(directory)
+        try:
+            with tempfile.TemporaryFile(dir=path):  # unnamed where the OS allows it
+                pass
+        except OSError as e:
+            raise OSError(e.errno, f"{e.strerror} (writing a file in it)", path) from None
+    except OSError:
+        for directory in reversed(made):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+        raise
+    return path
 
 
 def write_text(path: str, text: str) -> str:

@@ -1,10 +1,10 @@
 """Runs that survive being killed, stop clearly when they diverge, and are
 deterministic: resume equals an unbroken run bitwise (fit and experiments,
 after SIGKILL at chosen moments, even inside a checkpoint or metrics.json
-write, and past a damaged newest checkpoint), a workdir with other flags,
-damaged or foreign checkpoints are refused in one line, non-finite losses
-stop with one line, and many-seed runs report the diverged seeds while the
-others go on."""
+write, and past a damaged newest checkpoint), a workdir with other flags, one
+that cannot be made, damaged or foreign checkpoints are refused in one line,
+non-finite losses stop with one line, and many-seed runs report the diverged
+seeds while the others go on."""
 
 from __future__ import annotations
 
@@ -459,7 +459,7 @@ def test_claim_workdir_old_or_foreign_outputs(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["flags"] == common.run_flags()
 
 
-# -- experiments: damaged or foreign checkpoints ----------------------------------------------
+# -- experiments: damaged or foreign checkpoints, a workdir that cannot be made ---------------
 
 
 def stderr_lines(proc) -> list[str]:
@@ -524,3 +524,35 @@ def test_experiment_checkpoint_of_another_model_is_refused_in_one_line(tmp_path,
                         "(different model, optimizer or number of seeds?): "
                         "params/layers/0/cell/kernel has shape (1, 10, 1) there, (1, 1, 1) "
                         "here"), lines[0]
+
+
+def _unusable_workdir(kind: str, tmp_path):
+    """(workdir, the OS reason the refusal names) for each kind of unusable --workdir."""
+    if kind == "under_a_file":
+        (tmp_path / "file").write_text("not a directory\n")
+        return tmp_path / "file" / "run", f"{tmp_path}/file: Not a directory"
+    if kind == "missing_parent_in_proc":
+        return pathlib.Path("/proc/forbidden/run"), "/proc/forbidden: No such file or directory"
+    if kind == "name_too_long":  # its parent could be made: removed again
+        return tmp_path / "new" / ("x" * 300), "File name too long"
+    # an existing directory that takes no files (a read-only one; /proc for root)
+    if os.geteuid() == 0:
+        return pathlib.Path("/proc"), "/proc: No such file or directory (writing a file in it)"
+    (tmp_path / "ro").mkdir(mode=0o555)
+    return tmp_path / "ro", f"{tmp_path}/ro: Permission denied (writing a file in it)"
+
+
+@pytest.mark.parametrize("kind", ["under_a_file", "missing_parent_in_proc", "name_too_long",
+                                  "unwritable"])
+def test_experiment_workdir_that_cannot_be_made_is_one_line(tmp_path, run_sum3, kind):
+    workdir, reason = _unusable_workdir(kind, tmp_path)
+    if str(workdir).startswith("/proc") and not os.path.isdir("/proc/self"):
+        pytest.skip("needs Linux's /proc")
+    before = sorted(os.listdir(tmp_path))
+    proc = run_sum3(f"--workdir={workdir}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"sum3 (scalar): cannot use --workdir={workdir}: "), lines[0]
+    assert reason in lines[0], lines[0]
+    assert sorted(os.listdir(tmp_path)) == before  # nothing left behind
