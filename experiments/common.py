@@ -54,6 +54,10 @@ flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffli
                      "--num_seeds uses seed + i")
 
 
+flags.DEFINE_integer("cpu_devices", None, "host CPU devices for JAX; the seeds are spread "
+                     "over them (default: one per core this process may run on, or the count "
+                     "in XLA_FLAGS' --xla_force_host_platform_device_count); 1 for one device",
+                     lower_bound=1)
 flags.DEFINE_string("coordinator_address", None, "multi-host runs: host:port of process 0, "
                     "for jax.distributed.initialize (one command per host)")
 flags.DEFINE_integer("num_processes", None, "multi-host runs: number of processes",
@@ -63,11 +67,15 @@ flags.DEFINE_integer("process_id", None, "multi-host runs: this process's index"
 
 
 def setup():
-    """What every experiment does first: logging, the compilation cache, and
+    """What every experiment does first, before JAX runs anything: logging,
+    the compilation cache, the host CPU devices (`--cpu_devices`), and
     `jax.distributed.initialize` when the multi-host flags are given."""
     if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
         logging.set_verbosity(logging.WARNING)
     use_compilation_cache(FLAGS.compilation_cache)
+    if (FLAGS.cpu_devices is not None
+            or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
+        rnn_jax.training.use_cpu_cores(FLAGS.cpu_devices)
     if FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
         if not (FLAGS.coordinator_address and FLAGS.num_processes
                 and FLAGS.process_id is not None):
@@ -153,7 +161,8 @@ def _fast_compile_options(num_seeds: int):
 # Flags that change how a run is carried out, not what it computes: a rerun may
 # change them and still resume.
 OPERATIONAL_FLAGS = frozenset({
-    "workdir", "overwrite", "checkpoint_every", "compilation_cache", "coordinator_address",
+    "workdir", "overwrite", "checkpoint_every", "compilation_cache", "cpu_devices",
+    "coordinator_address",
     "num_processes", "process_id"})
 
 # What a run's workdir holds (removed by --overwrite).

@@ -539,23 +539,19 @@ def seed_vmap(fn, in_axes=0, **vmap_kw):
 
 def default_devices(num_seeds: int) -> list:
     """The devices `fit` trains on when it is given none: all of `jax.devices()`,
-    except on host CPU devices in one process, where the first `gcd(num_seeds,
-    n)` of them, each training its own seeds (`device_mesh` then has a
-    `batch` axis of 1).
+    except on host CPU devices in one process, where at most `num_seeds` of
+    them (`seed_layout` then gives each whole seeds).
 
-    Why: host CPU devices (`jax_num_cpu_devices`, or XLA's
+    Why: host CPU devices (`use_cpu_cores`, `jax_num_cpu_devices`, or XLA's
     `--xla_force_host_platform_device_count`) share one machine's cores, so
     splitting a minibatch over them adds no arithmetic units, only reductions
-    across devices at every step. With two such devices on a 2-core VM, one
-    seed of sum3 (batch 4, 5 epochs) trained in 10.7 s over both instead of
-    12.6 ms on one, and a Reuters LSTM(50) epoch (batch 50) took 386 instead
-    of 103 ms; seeds spread over the two devices, which need no reduction,
-    took 512 seeds of sum3 from 385 ms on one device to 208 ms.
+    across devices at every step; seeds spread over them need no reduction.
+    (Measured figures: docs/performance.md.)
     """
     devices = jax.devices()
     if jax.default_backend() != "cpu" or jax.process_count() > 1:
         return devices
-    return devices[:math.gcd(num_seeds, len(devices))]
+    return devices[:min(num_seeds, len(devices))]
 
 
 def device_mesh(devices, num_seeds: int):
@@ -565,9 +561,118 @@ def device_mesh(devices, num_seeds: int):
     if len(devices) <= 1:
         return None
     rows = math.gcd(num_seeds, len(devices))
-    return jax.sharding.Mesh(np.array(devices).reshape(rows, len(devices) // rows),
-                             ("seeds", "batch"),
+    return _mesh(np.array(devices).reshape(rows, len(devices) // rows))
+
+
+def _mesh(devices_RxC):
+    return jax.sharding.Mesh(devices_RxC, ("seeds", "batch"),
                              axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedLayout:
+    """Where a run's seeds are trained.
+
+    Attributes:
+      num_seeds: the seeds asked for.
+      mesh: a `('seeds', 'batch')` mesh, or None for one device.
+      padded: the seed slots the programs run, a multiple of the mesh's
+        `seeds` rows (`>= num_seeds`). Slot `num_seeds + j` repeats seed `j`
+        (same key, same work), so that every row trains as many; all that
+        `fit` returns, prints and saves holds the `num_seeds` real seeds only.
+    """
+
+    num_seeds: int
+    mesh: Any = None
+    padded: int = 0
+
+    def __post_init__(self):
+        rows = 1 if self.mesh is None else self.mesh.shape["seeds"]
+        object.__setattr__(self, "padded", -(-self.num_seeds // rows) * rows)
+
+    @property
+    def pad(self) -> int:
+        return self.padded - self.num_seeds
+
+    def describe(self) -> str:
+        """`''`, or `', on D devices: R x C (seeds x batch)'` plus the padding."""
+        if self.mesh is None:
+            return ""
+        pad = (f"; {self.pad} seed slot{'s' if self.pad > 1 else ''} repeat the first "
+               f"seed{'s' if self.pad > 1 else ''}" if self.pad else "")
+        return (f", on {self.mesh.devices.size} devices: {self.mesh.shape['seeds']} x "
+                f"{self.mesh.shape['batch']} (seeds x batch){pad}")
+
+    def keys(self, seed: int) -> jax.Array:
+        """The run keys of the `padded` slots: `key(seed + i)` for the real seeds,
+        then the first seeds' again."""
+        ids = np.arange(seed, seed + self.num_seeds)
+        return jax.vmap(jax.random.key)(jnp.asarray(np.concatenate([ids, ids[:self.pad]])))
+
+    def real(self, tree):
+        """The real seeds' part of a tree with a leading slot axis."""
+        if not self.pad:
+            return tree
+        return jax.tree.map(lambda a: a[:self.num_seeds], tree)
+
+    def padded_like(self, tree):
+        """A tree of the real seeds (leading axis `num_seeds`) filled out to the
+        `padded` slots, as `keys` fills them."""
+        if not self.pad:
+            return tree
+        return jax.tree.map(lambda a: jnp.concatenate([a, a[:self.pad]]), tree)
+
+
+def seed_layout(num_seeds: int, devices: Sequence | None = None, mesh=None) -> SeedLayout:
+    """`fit`'s choice of where the seeds train.
+
+    - `mesh` given: that `('seeds', 'batch')` mesh.
+    - `devices` given: `device_mesh(devices, num_seeds)` (seeds over
+      `gcd(num_seeds, n)` rows, each minibatch over the rest).
+    - neither, on host CPU devices in one process: the seeds over
+      `default_devices(num_seeds)`, one row each, padded to a multiple of
+      their number (5 seeds on 2 devices run 3 + 3 slots);
+    - neither, elsewhere: `device_mesh(jax.devices(), num_seeds)`.
+    """
+    if mesh is not None:
+        if devices is not None:
+            raise ValueError("give devices or mesh, not both")
+        if tuple(mesh.axis_names) != ("seeds", "batch"):
+            raise ValueError(f"mesh must have the axes ('seeds', 'batch'), got {mesh.axis_names}")
+        return SeedLayout(num_seeds, mesh if mesh.devices.size > 1 else None)
+    if devices is not None:
+        return SeedLayout(num_seeds, device_mesh(devices, num_seeds))
+    devices = default_devices(num_seeds)
+    if jax.default_backend() != "cpu" or jax.process_count() > 1:
+        return SeedLayout(num_seeds, device_mesh(devices, num_seeds))
+    return SeedLayout(num_seeds,
+                      _mesh(np.array(devices).reshape(-1, 1)) if len(devices) > 1 else None)
+
+
+def use_cpu_cores(count: int | None = None) -> int:
+    """Make JAX's CPU backend `count` host devices (default: the cores this
+    process may run on), so that `fit` trains seeds on all of them at once;
+    returns the count. Call it before JAX runs anything:
+
+        import rnn_jax
+        rnn_jax.use_cpu_cores()       # then fit(..., num_seeds=16) uses every core
+
+    Raises RuntimeError when JAX's backends are already up with another count
+    (the count is fixed when JAX starts).
+    """
+    if count is None:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _check_positive_int("count", count)
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX is up: fine if it already has that many
+        have = len(jax.devices("cpu"))
+        if have != count:
+            raise RuntimeError(
+                f"use_cpu_cores({count}): JAX already runs with {have} CPU "
+                f"device{'s' if have > 1 else ''}; call it before JAX runs anything "
+                "(the count is fixed when JAX starts)") from None
+    return count
 
 
 def _to_host(tree):
@@ -578,9 +683,9 @@ def _to_host(tree):
     return jax.device_get(tree)
 
 
-def _diverged(state) -> dict:
-    """seed index -> (epoch, step) of the seeds whose `diverged_at` is set."""
-    at = np.asarray(jax.device_get(state.diverged_at)).reshape(-1, 2)
+def _diverged(state, num_seeds: int) -> dict:
+    """seed index -> (epoch, step) of the real seeds whose `diverged_at` is set."""
+    at = np.asarray(_to_host(state.diverged_at)).reshape(-1, 2)[:num_seeds]
     return {i: (int(e), int(s)) for i, (e, s) in enumerate(at) if e >= 0}
 
 
@@ -601,12 +706,148 @@ def _format_logs(logs: dict, num_seeds: int) -> str:
     return " - ".join(parts)
 
 
+class FitData(NamedTuple):
+    """`fit`'s arrays after Keras' split: training `x`, `y`; validation `x_val`,
+    `y_val` (None without validation)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+
+    def arrays(self) -> tuple:
+        """The arrays the epoch program takes, in its argument order."""
+        return tuple(a for a in self if a is not None)
+
+
+def split_data(x, y, validation_split: float = 0.0, validation_data=None,
+               check_inputs: bool = True) -> FitData:
+    """Keras' `fit` data handling: check the arrays, then take the validation
+    set from `validation_data` or the last `validation_split` of the samples."""
+    x, y = np.asarray(x), np.asarray(y)
+    if check_inputs:
+        check_finite_data(x=x, y=y, validation_data=validation_data)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_split or validation_data, not both")
+        x_val, y_val = (np.asarray(a) for a in validation_data)
+        if x_val.shape[0] != y_val.shape[0]:
+            raise ValueError("validation_data x and y have different numbers of samples")
+        data = FitData(x, y, x_val, y_val)
+    else:
+        split_at = train_validation_split(x.shape[0], validation_split)
+        data = (FitData(x[:split_at], y[:split_at], x[split_at:], y[split_at:])
+                if validation_split else FitData(x, y, None, None))
+    if data.x.shape[0] == 0:
+        raise ValueError("no training samples")
+    return data
+
+
+def make_engine(model, data: FitData, *, loss, optimizer, metrics, batch_size: int,
+                validation_batch_size: int | None, shuffle: bool, from_logits: bool,
+                num_seeds: int) -> Engine:
+    """The `Engine` of a `fit` call (its model, loss, metrics and optimizer)."""
+    graphdef, rest, init_params = _model_parts(model, num_seeds)
+    y_pred_shape = jax.eval_shape(
+        lambda p: nnx.merge(graphdef, p, rest)(data.x[:1]),
+        jax.eval_shape(init_params, jax.random.key(0))).shape
+    return Engine(
+        graphdef=graphdef, rest=rest, loss=losses_lib.get(loss, from_logits=from_logits),
+        metrics=_metric_fns(metrics, data.y.shape, y_pred_shape),
+        optimizer=optimizers_lib.get(optimizer), batch_size=batch_size,
+        validation_batch_size=validation_batch_size or batch_size, shuffle=shuffle,
+        init_params=init_params)
+
+
+@dataclasses.dataclass
+class Programs:
+    """A run's two compiled programs and its initial state.
+
+    Attributes:
+      state: the `TrainState` of every seed slot, fresh from `init`.
+      run_epoch: `(state, *data) -> (state, logs)`, the compiled epoch.
+      place: puts a state of every slot where `run_epoch` takes it.
+      data: the run's arrays on the devices.
+      compile_seconds: the wall time to compile both and run `init`.
+    """
+
+    state: TrainState
+    run_epoch: Callable
+    place: Callable
+    data: tuple
+    compile_seconds: float
+
+
+def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: int,
+                     compiler_options: dict | None = None) -> tuple[Engine, Programs]:
+    """Jit, shard and compile `engine.init` and `engine.run_epoch` over the
+    layout's seed slots, and run `init`; returns the engine as configured for
+    the layout and the `Programs`."""
+    mesh = layout.mesh
+    if mesh is None:
+        vmap_kw, seed_sh, rep_sh = {}, None, None
+        engine = dataclasses.replace(engine, chunk_bytes=default_chunk_bytes(layout.padded))
+    else:
+        P = jax.sharding.PartitionSpec
+        engine = dataclasses.replace(
+            engine, batch_sharding=jax.sharding.NamedSharding(mesh, P("batch")))
+        vmap_kw = {"spmd_axis_name": "seeds"}
+        seed_sh = jax.sharding.NamedSharding(mesh, P("seeds"))
+        rep_sh = jax.sharding.NamedSharding(mesh, P())
+    arrays = data.arrays()
+    on_devices = tuple(jnp.asarray(a) if rep_sh is None else jax.device_put(a, rep_sh)
+                       for a in arrays)
+    keys = layout.keys(seed)
+    t0 = time.perf_counter()
+    init_lowered = jax.jit(seed_vmap(engine.init, **vmap_kw), in_shardings=seed_sh,
+                           out_shardings=seed_sh).lower(keys)
+    epoch_lowered = jax.jit(
+        seed_vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(arrays), **vmap_kw),
+        in_shardings=None if mesh is None else (seed_sh,) + (rep_sh,) * len(arrays),
+        out_shardings=None if mesh is None else (seed_sh, seed_sh),
+        donate_argnums=0).lower(init_lowered.out_info, *on_devices)
+    # XLA compiles outside the GIL: the two programs compile side by side.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        init_future = pool.submit(init_lowered.compile, compiler_options)
+        run_epoch = epoch_lowered.compile(compiler_options)
+        state = init_future.result()(keys)
+    jax.block_until_ready(state)
+    compile_seconds = time.perf_counter() - t0
+
+    def place(state):
+        return state if seed_sh is None else jax.device_put(state, seed_sh)
+
+    return engine, Programs(state, run_epoch, place, on_devices, compile_seconds)
+
+
+def _resume(saver, layout: SeedLayout, programs: Programs, epochs: int, verbose: int,
+            print_fn) -> tuple[TrainState, dict]:
+    """The state and per-epoch history to start from: the newest intact
+    checkpoint's (the real seeds', filled out to the layout's slots), else
+    the fresh state and an empty history."""
+    state = programs.state
+    restored = None if saver is None else saver.restore(layout.real(state))
+    if restored is None:
+        return state, {}
+    real_state, saved_history = restored
+    done = int(np.max(np.asarray(real_state.epoch)))
+    if done > epochs:
+        raise ValueError(f"the checkpoint in {saver.directory} is at epoch {done}, "
+                         f"past epochs={epochs}")
+    if verbose:
+        print_fn(f"resumed from {saver.directory}/{done} (epoch {done} of {epochs})")
+    history = {k: list(np.moveaxis(np.asarray(v), -1, 0)) for k, v in saved_history.items()}
+    return programs.place(layout.padded_like(real_state)), history
+
+
 def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         batch_size: int = 32, epochs: int = 1, validation_split: float = 0.0,
         validation_data=None, shuffle: bool = True, seed: int = 0, num_seeds: int = 1,
         validation_batch_size: int | None = None, from_logits: bool = False,
         verbose: int = 1, callbacks: Sequence[Callable] = (),
-        compiler_options: dict | None = None, devices: Sequence | None = None,
+        compiler_options: dict | None = None, devices: Sequence | None = None, mesh=None,
         print_fn: Callable[[str], None] = print, check_inputs: bool = True,
         checkpoint_dir: str | None = None, checkpoint_every: int = 10) -> FitResult:
     """Train like `keras.Model.fit`, compiled, for one seed or `num_seeds` at once.
@@ -628,10 +869,10 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       verbose: 1 prints the compile time and one line per epoch; 0 is quiet.
       callbacks: each called as `cb(epoch, logs, state)` after every epoch
         (epoch counted from 1; logs as numpy arrays with a seed axis).
-      devices: the devices to train on (default: `default_devices`, all of
-        `jax.devices()` on accelerators; on host CPU devices only as many as
-        hold whole seeds). With several, the seeds and each minibatch are
-        sharded over a `('seeds', 'batch')` mesh (`device_mesh`); results
+      devices, mesh: where to train (`seed_layout`). By default, on host CPU
+        devices the seeds are spread over all of them (`use_cpu_cores` makes
+        one per core), elsewhere over `gcd(num_seeds, n)` rows of a
+        `('seeds', 'batch')` mesh with each minibatch over the rest. Results
         equal the one-device run within float rounding (sums are reduced
         across devices).
       compiler_options: XLA options for compiling the programs, e.g.
@@ -645,10 +886,10 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       checkpoint_dir: save the training state (parameters, optimizer state,
         key, epoch, history) there every `checkpoint_every` epochs and after
         the last (`checkpoints.RunCheckpoints`), and, like Keras'
-        `BackupAndRestore`, resume from the newest checkpoint found there: a
-        rerun of the same `fit` after a crash continues where the checkpoint
-        left off and ends with the same history and weights, bitwise, as an
-        unbroken run (same program, same per-epoch keys).
+        `BackupAndRestore`, resume from the newest intact checkpoint found
+        there: a rerun of the same `fit` after a crash continues where the
+        checkpoint left off and ends with the same history and weights,
+        bitwise, as an unbroken run (same program, same per-epoch keys).
 
     Non-finite losses: when a step's loss or any gradient entry is NaN or
     inf, that seed's epoch is dropped: its weights stay those at the start of
@@ -667,137 +908,97 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         _check_positive_int(name, value)
     if validation_batch_size is not None:
         _check_positive_int("validation_batch_size", validation_batch_size)
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if check_inputs:
-        check_finite_data(x=x, y=y, validation_data=validation_data)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-    if validation_data is not None:
-        if validation_split:
-            raise ValueError("give validation_split or validation_data, not both")
-        x_val, y_val = (np.asarray(a) for a in validation_data)
-        if x_val.shape[0] != y_val.shape[0]:
-            raise ValueError("validation_data x and y have different numbers of samples")
-    else:
-        split_at = train_validation_split(x.shape[0], validation_split)
-        x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
-        if not validation_split:
-            x_val = y_val = None
-    if x.shape[0] == 0:
-        raise ValueError("no training samples")
-
-    graphdef, rest, init_params = _model_parts(model, num_seeds)
-    y_pred_shape = jax.eval_shape(
-        lambda p: nnx.merge(graphdef, p, rest)(x[:1]),
-        jax.eval_shape(init_params, jax.random.key(0))).shape
-    metric_fns = _metric_fns(metrics, y.shape, y_pred_shape)
-    engine = Engine(
-        graphdef=graphdef, rest=rest, loss=losses_lib.get(loss, from_logits=from_logits),
-        metrics=metric_fns, optimizer=optimizers_lib.get(optimizer), batch_size=batch_size,
-        validation_batch_size=validation_batch_size or batch_size, shuffle=shuffle,
-        init_params=init_params)
-    mesh = device_mesh(default_devices(num_seeds) if devices is None else devices, num_seeds)
-    if mesh is None:
-        vmap_kw, seed_sh, rep_sh = {}, None, None
-        engine = dataclasses.replace(engine, chunk_bytes=default_chunk_bytes(num_seeds))
-    else:
-        P = jax.sharding.PartitionSpec
-        engine = dataclasses.replace(
-            engine, batch_sharding=jax.sharding.NamedSharding(mesh, P("batch")))
-        vmap_kw = {"spmd_axis_name": "seeds"}
-        seed_sh = jax.sharding.NamedSharding(mesh, P("seeds"))
-        rep_sh = jax.sharding.NamedSharding(mesh, P())
-
-    keys = jax.vmap(jax.random.key)(jnp.arange(seed, seed + num_seeds))
-    data = tuple(jnp.asarray(a) if rep_sh is None else jax.device_put(a, rep_sh)
-                 for a in (x, y, x_val, y_val) if a is not None)
-    t0 = time.perf_counter()
-    init_lowered = jax.jit(seed_vmap(engine.init, **vmap_kw), in_shardings=seed_sh,
-                           out_shardings=seed_sh).lower(keys)
-    epoch_lowered = jax.jit(
-        seed_vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(data), **vmap_kw),
-        in_shardings=None if mesh is None else (seed_sh,) + (rep_sh,) * len(data),
-        out_shardings=None if mesh is None else (seed_sh, seed_sh),
-        donate_argnums=0).lower(init_lowered.out_info, *data)
-    # XLA compiles outside the GIL: the two programs compile side by side.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        init_future = pool.submit(init_lowered.compile, compiler_options)
-        compiled = epoch_lowered.compile(compiler_options)
-        state = init_future.result()(keys)
-    compile_seconds = time.perf_counter() - t0
+    data = split_data(x, y, validation_split, validation_data, check_inputs)
+    engine = make_engine(model, data, loss=loss, optimizer=optimizer, metrics=metrics,
+                         batch_size=batch_size, validation_batch_size=validation_batch_size,
+                         shuffle=shuffle, from_logits=from_logits, num_seeds=num_seeds)
+    layout = seed_layout(num_seeds, devices, mesh)
+    engine, programs = compile_programs(engine, layout, data, seed, compiler_options)
     if verbose:
-        on = "" if mesh is None else (f", on {mesh.devices.size} devices: "
-                                      f"{mesh.shape['seeds']} x {mesh.shape['batch']} "
-                                      f"(seeds x batch)")
-        print_fn(f"compiled in {compile_seconds:.2f} s ({num_seeds} seed"
-                 f"{'s' if num_seeds > 1 else ''}, {x.shape[0]} training samples, "
-                 f"{0 if x_val is None else x_val.shape[0]} validation{on})")
-
-    names = ["loss", *metric_fns]
-    names += [f"val_{k}" for k in names]
-    history: dict[str, list] = {}
+        print_fn(f"compiled in {programs.compile_seconds:.2f} s ({num_seeds} seed"
+                 f"{'s' if num_seeds > 1 else ''}, {data.x.shape[0]} training samples, "
+                 f"{0 if data.x_val is None else data.x_val.shape[0]} validation"
+                 f"{layout.describe()})")
     if checkpoint_dir is None:
-        saver = contextlib.nullcontext()
+        saver = None
     else:
         from rnn_jax import checkpoints as checkpoints_lib  # imports Orbax: only when asked
         saver = checkpoints_lib.RunCheckpoints(checkpoint_dir)
-    with saver:
-        restored = None if checkpoint_dir is None else saver.restore(state)
-        if restored is not None:
-            state, saved_history = restored
-            history = {k: list(np.moveaxis(np.asarray(v), -1, 0))
-                       for k, v in saved_history.items()}
-            done = int(np.max(np.asarray(state.epoch)))
-            if done > epochs:
-                raise ValueError(f"the checkpoint in {saver.directory} is at epoch {done}, "
-                                 f"past epochs={epochs}")
-            if verbose:
-                print_fn(f"resumed from {saver.directory}/{done} (epoch {done} of {epochs})")
-        initial_epoch = int(np.max(np.asarray(state.epoch)))
-        diverged = _diverged(state)
-        epoch_seconds = []
-
-        def result_so_far():
-            return FitResult(stack_history(history, num_seeds), state, engine, num_seeds,
-                             compile_seconds, float(sum(epoch_seconds)), epoch_seconds,
-                             diverged, initial_epoch)
-
-        for epoch in range(initial_epoch + 1, epochs + 1):
-            t0 = time.perf_counter()
-            state, logs = compiled(state, *data)
-            logs = _to_host(logs)
-            logs = {k: logs[k] for k in names if k in logs}  # Keras' order
-            dt = time.perf_counter() - t0
-            epoch_seconds.append(dt)
-            for k, v in logs.items():
-                history.setdefault(k, []).append(np.asarray(v))
-            if verbose:
-                print_fn(f"Epoch {epoch}/{epochs} - {dt:.3f}s - {_format_logs(logs, num_seeds)}")
-            now = _diverged(state)
-            for i in sorted(set(now) - set(diverged)):
-                if verbose and len(now) < num_seeds:
-                    print_fn(f"seed index {i}: non-finite loss at epoch {now[i][0]}, step "
-                             f"{now[i][1]}; its weights stay those before that epoch")
-            diverged = now
-            if len(diverged) == num_seeds:
-                first = min(diverged.items(), key=lambda kv: (kv[1], kv[0]))
-                where = f"at epoch {first[1][0]}, step {first[1][1]}"
-                last = None if checkpoint_dir is None else saver.latest_epoch()
-                raise NonFiniteLossError(
-                    f"non-finite loss {where}" if num_seeds == 1 else
-                    f"non-finite loss in every seed (first: seed index {first[0]} {where})",
-                    diverged, result_so_far(),
-                    None if last is None else os.path.join(saver.directory, str(last)))
-            for cb in callbacks:
-                cb(epoch, logs, state)
-            if checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-                saver.save(state, {k: np.stack(v, axis=-1) for k, v in history.items()})
-
-    result = result_so_far()
+    with saver or contextlib.nullcontext():
+        state, history = _resume(saver, layout, programs, epochs, verbose, print_fn)
+        loop = _EpochLoop(engine, layout, programs, history, epochs, verbose, print_fn,
+                          callbacks, saver, checkpoint_every)
+        loop.run(state)
+    result = loop.result()
     if isinstance(model, nnx.Module):
         nnx.update(model, result.params(0))
     return result
+
+
+class _EpochLoop:
+    """`fit`'s loop over epochs: run, record, print, check divergence, call
+    back, save."""
+
+    def __init__(self, engine, layout, programs, history, epochs, verbose, print_fn,
+                 callbacks, saver, checkpoint_every):
+        self.engine, self.layout, self.programs = engine, layout, programs
+        self.history, self.epochs, self.verbose, self.print_fn = history, epochs, verbose, print_fn
+        self.callbacks, self.saver, self.checkpoint_every = callbacks, saver, checkpoint_every
+        self.names = ["loss", *engine.metrics]
+        self.names += [f"val_{k}" for k in self.names]
+        self.epoch_seconds = []
+        self.state = None
+        self.initial_epoch = 0
+        self.diverged = {}
+
+    def result(self) -> FitResult:
+        n = self.layout.num_seeds
+        return FitResult(stack_history(self.history, n), self.layout.real(self.state),
+                         self.engine, n, self.programs.compile_seconds,
+                         float(sum(self.epoch_seconds)), list(self.epoch_seconds),
+                         dict(self.diverged), self.initial_epoch)
+
+    def run(self, state):
+        n = self.layout.num_seeds
+        self.state = state
+        self.initial_epoch = int(np.max(np.asarray(_to_host(state.epoch))))
+        self.diverged = _diverged(state, n)
+        for epoch in range(self.initial_epoch + 1, self.epochs + 1):
+            t0 = time.perf_counter()
+            self.state, logs = self.programs.run_epoch(self.state, *self.programs.data)
+            logs = _to_host(logs)
+            logs = {k: np.asarray(logs[k])[:n] for k in self.names if k in logs}  # Keras' order
+            dt = time.perf_counter() - t0
+            self.epoch_seconds.append(dt)
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
+            if self.verbose:
+                self.print_fn(f"Epoch {epoch}/{self.epochs} - {dt:.3f}s - {_format_logs(logs, n)}")
+            self._check_divergence()
+            for cb in self.callbacks:
+                cb(epoch, logs, self.layout.real(self.state))
+            if self.saver is not None and (epoch % self.checkpoint_every == 0
+                                           or epoch == self.epochs):
+                self.saver.save(self.layout.real(self.state),
+                                {k: np.stack(v, axis=-1) for k, v in self.history.items()})
+
+    def _check_divergence(self):
+        n = self.layout.num_seeds
+        now = _diverged(self.state, n)
+        for i in sorted(set(now) - set(self.diverged)):
+            if self.verbose and len(now) < n:
+                self.print_fn(f"seed index {i}: non-finite loss at epoch {now[i][0]}, step "
+                              f"{now[i][1]}; its weights stay those before that epoch")
+        self.diverged = now
+        if len(now) == n:
+            first = min(now.items(), key=lambda kv: (kv[1], kv[0]))
+            where = f"at epoch {first[1][0]}, step {first[1][1]}"
+            last = None if self.saver is None else self.saver.latest_epoch()
+            raise NonFiniteLossError(
+                f"non-finite loss {where}" if n == 1 else
+                f"non-finite loss in every seed (first: seed index {first[0]} {where})",
+                now, self.result(),
+                None if last is None else os.path.join(self.saver.directory, str(last)))
 
 
 def evaluate(model, x, y, *, loss, metrics: Sequence[str] = (), batch_size: int = 32,

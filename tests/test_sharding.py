@@ -1,5 +1,6 @@
 """Training over several devices (a `('seeds', 'batch')` mesh) equals the
-one-device run, and by default host CPU devices get whole seeds only. Runs
+one-device run, and by default host CPU devices get whole seeds only (the
+seed slots padded to a multiple of the devices). Runs
 in a subprocess with 4 forced host CPU devices."""
 
 import json
@@ -45,17 +46,28 @@ for num_seeds, batch in ((1, 12), (2, 10), (3, 8), (4, 16)):
                                         - one.history["val_accuracy"]))),
         "one_device_set": len(jax.tree.leaves(one.state.params)[0].sharding.device_set),
     })
-# Without devices=: on host CPU devices, gcd(num_seeds, 4) of them, whole seeds each.
-default, compiled = {}, {}
-for num_seeds in (1, 2, 4):
+# Without devices=: on host CPU devices, min(num_seeds, 4) of them, whole seeds each,
+# the seed slots padded to a multiple of the devices (5 seeds: 8 slots).
+default, compiled, padded = {}, {}, {}
+for num_seeds in (1, 2, 4, 5):
     lines = []
-    res = rnn_jax.fit(make, x, yc, loss="categorical_crossentropy", batch_size=12, epochs=1,
-                      seed=3, num_seeds=num_seeds, verbose=1, print_fn=lines.append,
-                      compiler_options=FAST)
+    kw = dict(loss="categorical_crossentropy", batch_size=12, epochs=2, validation_split=0.2,
+              seed=3, num_seeds=num_seeds, compiler_options=FAST)
+    res = rnn_jax.fit(make, x, yc, verbose=1, print_fn=lines.append, **kw)
     default[num_seeds] = len(jax.tree.leaves(res.state.params)[0].sharding.device_set)
     compiled[num_seeds] = lines[0]
+    if num_seeds == 5:
+        one = rnn_jax.fit(make, x, yc, verbose=0, devices=jax.devices()[:1], **kw)
+        padded = {
+            "history_shape": list(res.history["val_loss"].shape),
+            "state_seeds": int(jax.tree.leaves(res.state.params)[0].shape[0]),
+            "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                              for a, b in zip(jax.tree.leaves(res.state.params),
+                                              jax.tree.leaves(one.state.params))),
+            "loss_diff": float(np.max(np.abs(res.history["loss"] - one.history["loss"]))),
+        }
 default[3] = len(default_devices(3))
-out.append({"default_devices_used": default, "compiled_lines": compiled})
+out.append({"default_devices_used": default, "compiled_lines": compiled, "padded": padded})
 print(json.dumps(out))
 """
 
@@ -68,12 +80,18 @@ def test_fit_on_four_devices_equals_one_device():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     default = results.pop()
-    assert default["default_devices_used"] == {"1": 1, "2": 2, "3": 1, "4": 4}
-    # fit's compile line names the mesh when there is one.
+    assert default["default_devices_used"] == {"1": 1, "2": 2, "3": 3, "4": 4, "5": 4}
+    # fit's compile line names the mesh when there is one, and the padding.
     lines = default["compiled_lines"]
     assert "devices" not in lines["1"], lines
     assert lines["2"].endswith("on 2 devices: 2 x 1 (seeds x batch))"), lines
     assert lines["4"].endswith("on 4 devices: 4 x 1 (seeds x batch))"), lines
+    assert lines["5"].endswith("on 4 devices: 4 x 1 (seeds x batch); 3 seed slots repeat "
+                               "the first seeds)"), lines
+    # 5 seeds in 8 slots: only the 5 come back, and they train what one device trains.
+    padded = default["padded"]
+    assert padded["history_shape"] == [5, 2] and padded["state_seeds"] == 5, padded
+    assert padded["param_diff"] < 1e-5 and padded["loss_diff"] < 1e-5, padded
     meshes = {r["num_seeds"]: r["mesh"] for r in results}
     # devices=jax.devices(): gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
     assert meshes == {1: {"seeds": 1, "batch": 4}, 2: {"seeds": 2, "batch": 2},
