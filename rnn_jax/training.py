@@ -537,6 +537,35 @@ def seed_vmap(fn, in_axes=0, **vmap_kw):
     return call
 
 
+def init_program(init, mesh, num_seeds: int):
+    """`keys (S,) -> TrainState` (leading seed axis) for `fit`'s init program:
+    `init` of one seed at a time (`jax.lax.map`), on each device over its own
+    seeds (`jax.shard_map` over the mesh's `seeds` axis), never `vmap`-ed.
+
+    Why: under `vmap` the orthogonal initializer's QR (`jnp.linalg.qr`) is a
+    batched LAPACK call, and jaxlib 0.10's CPU LAPACK kernels split a batch
+    whose cost passes ~2e5 flop (two (200, 50) QRs of an LSTM(50) recurrent
+    kernel; four (50, 50) of a SimpleRNN(50)) into tasks on XLA's intra-op
+    thread pool and block that pool thread until they are done
+    (`ParallelBatchMap` -> `BlockingCounter::Wait`). With two host CPU devices
+    on a 2-core machine (a 2-thread pool), both devices' QRs block both
+    threads and the tasks never run: `fit` hung at 0% CPU before its first
+    epoch (4 seeds of the Reuters LSTM on 2 devices). One matrix per call is
+    run inline, on the calling thread. The weights are the same, bitwise.
+    """
+    if num_seeds == 1 and mesh is None:
+        return seed_vmap(init)  # one seed: already unbatched
+
+    @functools.wraps(init)  # jit names the program after init
+    def one_at_a_time(keys):
+        return jax.lax.map(init, keys)
+
+    if mesh is None:
+        return one_at_a_time
+    P = jax.sharding.PartitionSpec
+    return jax.shard_map(one_at_a_time, mesh=mesh, in_specs=P("seeds"), out_specs=P("seeds"))
+
+
 def default_devices(num_seeds: int) -> list:
     """The devices `fit` trains on when it is given none: all of `jax.devices()`,
     except on host CPU devices in one process, where at most `num_seeds` of
@@ -598,8 +627,8 @@ class SeedLayout:
         """`''`, or `', on D devices: R x C (seeds x batch)'` plus the padding."""
         if self.mesh is None:
             return ""
-        pad = (f"; {self.pad} seed slot{'s' if self.pad > 1 else ''} repeat the first "
-               f"seed{'s' if self.pad > 1 else ''}" if self.pad else "")
+        pad = ("" if not self.pad else "; 1 seed slot repeats the first seed" if self.pad == 1
+               else f"; {self.pad} seed slots repeat the first seeds")
         return (f", on {self.mesh.devices.size} devices: {self.mesh.shape['seeds']} x "
                 f"{self.mesh.shape['batch']} (seeds x batch){pad}")
 
@@ -801,7 +830,8 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
                        for a in arrays)
     keys = layout.keys(seed)
     t0 = time.perf_counter()
-    init_lowered = jax.jit(seed_vmap(engine.init, **vmap_kw), in_shardings=seed_sh,
+    init_lowered = jax.jit(init_program(engine.init, mesh, layout.padded),
+                           in_shardings=seed_sh,
                            out_shardings=seed_sh).lower(keys)
     epoch_lowered = jax.jit(
         seed_vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(arrays), **vmap_kw),

@@ -102,3 +102,44 @@ def test_fit_on_four_devices_equals_one_device():
         assert r["param_diff"] < 1e-5, r
         assert r["loss_diff"] < 1e-5, r
         assert r["acc_diff"] <= 1 / 60 + 1e-9, r  # at most one borderline sample flips
+
+
+HANG_SCRIPT = r"""
+import faulthandler, sys
+faulthandler.dump_traceback_later(150, exit=True)  # a hang: print the stacks, exit 1
+import jax, numpy as np
+import rnn_jax
+
+assert len(jax.devices()) == 2, jax.devices()
+rng = np.random.default_rng(0)
+x = rng.integers(0, 100, (60, 5, 1)).astype(np.float32)
+y = np.eye(4, dtype=np.float32)[np.arange(60) % 4]
+
+def make(rngs):  # LSTM(50): its (50, 200) recurrent kernel's QR is big enough to
+    # be split over XLA's thread pool by jaxlib's batched LAPACK kernels
+    return rnn_jax.Sequential([rnn_jax.LSTM(50, rngs=rngs), rnn_jax.Dense(4, rngs=rngs),
+                               rnn_jax.Activation("softmax")], input_shape=(5, 1))
+
+res = rnn_jax.fit(make, x, y, loss="categorical_crossentropy", batch_size=30, epochs=1,
+                  num_seeds=4, verbose=0,
+                  compiler_options={"xla_backend_optimization_level": 0,
+                                    "xla_llvm_disable_expensive_passes": True})
+assert len(jax.tree.leaves(res.state.params)[0].sharding.device_set) == 2
+print("ok", res.history["loss"].shape)
+"""
+
+
+def test_fit_two_seeds_per_host_device_does_not_hang():
+    # 4 seeds of an LSTM(50) on 2 host CPU devices hung at 0% CPU in the init
+    # program (batched QR of the orthogonal initializer, both threads of a
+    # 2-core machine's XLA pool blocked in jaxlib's ParallelBatchMap). In a
+    # subprocess, so that a hang fails the test (faulthandler, then timeout).
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    try:
+        proc = subprocess.run([sys.executable, "-c", HANG_SCRIPT], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"fit hung (killed after {err.timeout} s)") from None
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok (4, 1)", proc.stdout[-2000:]
