@@ -15,6 +15,13 @@ Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
    4096), length (10 to 1000) and units (1 to 1024) around batch 64, length
    100, 64 units, 16 input features.
 4. `seeds`: sum3 with 1, 8, 64 and 512 models trained at once.
+5. `reuters_seeds` (rnn_jax only): the Reuters LSTM(50) epoch with 1, 2, 5, 16
+   and 64 seeds trained at once (`fit(num_seeds=S)` over every core's host
+   device), models per second = S / epoch time.
+6. `notebook_table` (not in the default list; `--workloads=notebook_table`):
+   notebook 004's four models x 5 seeds x `--notebook_epochs` (200) epochs;
+   rnn_jax end to end (a model's 5 seeds in one fit), Keras estimated from a
+   few measured epochs (20 models one after another).
 
 Each framework runs in its own subprocess (`benchmarks.worker`; Keras fixes
 its backend at import), all started at the beginning and kept up; each task
@@ -52,12 +59,15 @@ from benchmarks import report, workloads
 
 FLAGS = flags.FLAGS
 FRAMEWORKS, LABELS = report.FRAMEWORKS, report.LABELS
-WORKLOADS = ("sum3", "reuters", "forward", "seeds")
+WORKLOADS = ("sum3", "reuters", "forward", "seeds", "reuters_seeds", "notebook_table")
+DEFAULT_WORKLOADS = WORKLOADS[:-1]  # the notebook's table takes ~half an hour
 
 flags.DEFINE_bool("quick", False, "a small subset that checks everything works (< 2 minutes)")
 flags.DEFINE_integer("repeats", 5, "steady-state repeats of each measurement", lower_bound=1)
 flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"frameworks to run, of {FRAMEWORKS}")
-flags.DEFINE_list("workloads", list(WORKLOADS), f"workloads to run, of {WORKLOADS}")
+flags.DEFINE_integer("notebook_epochs", None, "epochs of notebook_table (default 200; "
+                     "--quick: 2)", lower_bound=1)
+flags.DEFINE_list("workloads", list(DEFAULT_WORKLOADS), f"workloads to run, of {WORKLOADS}")
 flags.DEFINE_string("out_dir", "benchmarks/results/compare", "where results.json and plots go")
 flags.DEFINE_string("reuters_path", None, "reuters.npz (default: ../shared/data/reuters.npz)")
 flags.DEFINE_integer("task_timeout", 1800, "seconds one framework may take for one task before "
@@ -71,7 +81,8 @@ flags.register_validator("workloads", lambda v: set(v) <= set(WORKLOADS),
 # -- what to run ------------------------------------------------------------------
 
 
-def make_tasks(quick: bool, repeats: int, workload_names, data_path=None):
+def make_tasks(quick: bool, repeats: int, workload_names, data_path=None,
+               notebook_epochs=None):
     """The task list every framework is given (each skips what it does not support)."""
     tasks = []
     if "sum3" in workload_names:
@@ -91,6 +102,17 @@ def make_tasks(quick: bool, repeats: int, workload_names, data_path=None):
         for s in (workloads.QUICK_SEEDS if quick else workloads.SEEDS):
             tasks.append(dict(kind="seeds", num_seeds=s, num_samples=n, epochs=epochs,
                               batch_size=4, repeats=1 if quick else min(repeats, 3)))
+    if "reuters_seeds" in workload_names:
+        # one worker, consecutive tasks: the seed counts side by side
+        for s in (workloads.QUICK_REUTERS_SEEDS if quick else workloads.REUTERS_SEEDS):
+            tasks.append(dict(kind="reuters_seeds", num_seeds=s, model="lstm",
+                              repeats=1 if quick else min(repeats, 3), data_path=data_path))
+    if "notebook_table" in workload_names:
+        epochs = notebook_epochs or (2 if quick else 200)
+        for m in workloads.NOTEBOOK_MODELS:
+            tasks.append(dict(kind="notebook_table", model=m, epochs=epochs,
+                              num_seeds=workloads.NOTEBOOK_SEEDS,
+                              measure_epochs=1 if quick else 3, data_path=data_path))
     return tasks
 
 
@@ -268,7 +290,7 @@ def main(argv):
     from rnn_jax.workdir import write_json, write_text
 
     tasks = make_tasks(FLAGS.quick, 2 if FLAGS.quick else FLAGS.repeats, FLAGS.workloads,
-                       FLAGS.reuters_path)
+                       FLAGS.reuters_path, FLAGS.notebook_epochs)
     frameworks = [fw for fw in FRAMEWORKS if fw in FLAGS.frameworks]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     # SIGTERM (a time limit, `kill`) interrupts like Ctrl-C: the tasks done so
@@ -282,6 +304,8 @@ def main(argv):
     table = report.collect(outputs)
     present = [fw for fw in frameworks if "unavailable" not in outputs[fw]]
     r = report.ratios(table, tasks)
+    r.update(report.reuters_seeds_summary(outputs, tasks))
+    r.update(report.notebook_table_summary(outputs, tasks))
     devices = sorted({out["versions"]["device"] for out in outputs.values()
                       if (out.get("versions") or {}).get("device")})
     text = (f"{time.strftime('%Y-%m-%d')}, {machine().get('cpu', platform.processor())}, "
@@ -289,10 +313,13 @@ def main(argv):
             f"median [min, max] of the steady-state runs\n"
             + report.format_table(table, tasks, present) + "\n\n"
             + report.format_throughput(table, tasks, present) + "\n\n"
-            + report.format_ratios(r))
+            + report.format_ratios(r) + "\n"
+            + report.format_reuters_seeds(r) + "\n"
+            + report.format_notebook_table(r))
     print(text)
     plots = report.plot_forward(table, tasks, present, FLAGS.out_dir)
     plots += report.plot_seeds(table, tasks, present, FLAGS.out_dir)
+    plots += report.plot_seeds(table, tasks, present, FLAGS.out_dir, kind="reuters_seeds")
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": FLAGS.quick,
               "machine": machine(),
               "versions": {fw: out.get("versions") for fw, out in outputs.items()},

@@ -114,6 +114,10 @@ def task_label(t):
         return f"Reuters {t['model']}, one epoch"
     if t["kind"] == "seeds":
         return f"sum3 x {t['num_seeds']} seeds (training)"
+    if t["kind"] == "reuters_seeds":
+        return f"Reuters {t['model']} x {t['num_seeds']} seeds, one epoch"
+    if t["kind"] == "notebook_table":
+        return f"notebook table {t['model']} x {t['num_seeds']}, {t['epochs']} epochs"
     return f"forward {t['cell']} B={t['batch']} T={t['steps']} U={t['units']}"
 
 
@@ -234,11 +238,12 @@ def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
     return paths
 
 
-def plot_seeds(table, tasks, frameworks, out_dir) -> list[str]:
-    """Training time and models per second against the number of seeds."""
+def plot_seeds(table, tasks, frameworks, out_dir, kind="seeds") -> list[str]:
+    """Training time and models per second against the number of seeds
+    (`kind`: `seeds`, sum3's training, or `reuters_seeds`, one Reuters epoch)."""
     from rnn_jax.plots import _figure, _save
 
-    pts = sorted((t for t in tasks if t["kind"] == "seeds" and _measured(table, t, frameworks)),
+    pts = sorted((t for t in tasks if t["kind"] == kind and _measured(table, t, frameworks)),
                  key=lambda t: t["num_seeds"])
     if not pts:
         return []
@@ -257,8 +262,89 @@ def plot_seeds(table, tasks, frameworks, out_dir) -> list[str]:
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     t = pts[0]
+    if kind == "reuters_seeds":
+        axes[0].set_ylabel("seconds per epoch (all seeds)")
+        fig.suptitle(f"Reuters {t['model']}(50), one epoch, batch 50")
+        return [_save(fig, os.path.join(out_dir, "reuters_seeds.png"))]
     fig.suptitle(f"sum3, {t['num_samples']} samples, {t['epochs']} epochs, batch "
                  f"{t['batch_size']}")
     return [_save(fig, os.path.join(out_dir, "seeds.png"))]
 
 
+
+
+# -- reuters_seeds and the notebook's table ---------------------------------------
+
+
+def _records(outputs, fw, kind):
+    return [r for r in (outputs.get(fw) or {}).get("results", [])
+            if r["task"]["kind"] == kind and "times" in r]
+
+
+def reuters_seeds_summary(outputs, tasks) -> dict:
+    """`{"reuters_seeds": {seeds: {epoch_seconds, models_per_second, vs_1}, devices,
+    layouts}}` from rnn_jax's median epoch times; `{}` when not run."""
+    recs = _records(outputs, "rnn_jax_fit", "reuters_seeds")
+    if not recs:
+        return {}
+    med = {r["task"]["num_seeds"]: float(np.median(r["times"])) for r in recs}
+    one = med.get(1)
+    return {"reuters_seeds": {
+        "per_seeds": {str(s): {"epoch_seconds": v, "models_per_second": s / v,
+                               "vs_1": None if not one else v / one}
+                      for s, v in sorted(med.items())},
+        "devices": max(r.get("devices", 1) for r in recs),
+        "layouts": {str(r["task"]["num_seeds"]): r.get("layout", "") for r in recs}}}
+
+
+def format_reuters_seeds(r) -> str:
+    if "reuters_seeds" not in r:
+        return ""
+    rs = r["reuters_seeds"]
+    lines = [f"reuters_seeds (rnn_jax, LSTM(50), one epoch, {rs['devices']} CPU devices):"]
+    for s, e in rs["per_seeds"].items():
+        vs = "-" if e["vs_1"] is None else f"{e['vs_1']:.2f}"
+        lines.append(f"  {s:>3s} seeds: epoch {e['epoch_seconds']:.3f} s, "
+                     f"{e['models_per_second']:.2f} models/s, epoch({s})/epoch(1) {vs}"
+                     + (f"  [{rs['layouts'][s]}]" if rs["layouts"].get(s) else ""))
+    return "\n".join(lines)
+
+
+def notebook_table_summary(outputs, tasks) -> dict:
+    """Total seconds of the notebook's table per framework (summed over its
+    models' tasks) and rnn_jax's speed-up against each Keras; `{}` when not run."""
+    out = {}
+    for fw in ("rnn_jax_fit", "keras_tf", "keras_jax"):
+        recs = [r for r in _records(outputs, fw, "notebook_table") if "total" in r]
+        if recs:
+            out[fw] = {"total_seconds": float(sum(r["total"] for r in recs)),
+                       "models": int(sum(r.get("models", 1) for r in recs)),
+                       "epochs": recs[0]["task"]["epochs"],
+                       "estimated": bool(recs[0].get("estimated")),
+                       "measured_epochs": recs[0].get("measured_epochs"),
+                       "per_model": {r["task"]["model"]: r["total"] for r in recs}}
+    if not out:
+        return {}
+    ours = out.get("rnn_jax_fit", {}).get("total_seconds")
+    for fw in ("keras_tf", "keras_jax"):
+        if ours and fw in out:
+            out[f"speedup_vs_{fw}"] = out[fw]["total_seconds"] / ours
+    return {"notebook_table": out}
+
+
+def format_notebook_table(r) -> str:
+    if "notebook_table" not in r:
+        return ""
+    nt = r["notebook_table"]
+    lines = ["notebook table (4 Reuters models x 5 seeds):"]
+    for fw in ("rnn_jax_fit", "keras_tf", "keras_jax"):
+        if fw in nt:
+            e = nt[fw]
+            how = (f"estimated from {e['measured_epochs']} measured epochs" if e["estimated"]
+                   else "measured end to end")
+            lines.append(f"  {LABELS[fw]}: {e['total_seconds']:.1f} s for {e['models']} models "
+                         f"x {e['epochs']} epochs ({how})")
+    for fw in ("keras_tf", "keras_jax"):
+        if f"speedup_vs_{fw}" in nt:
+            lines.append(f"  rnn_jax speed-up vs {LABELS[fw]}: {nt[f'speedup_vs_{fw}']:.2f}x")
+    return "\n".join(lines)

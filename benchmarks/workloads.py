@@ -45,6 +45,10 @@ SWEEPS = {
 QUICK_SWEEPS = {"batch": (1, 64), "steps": (100,), "units": (64,)}
 SEEDS = (1, 8, 64, 512)
 QUICK_SEEDS = (1, 8)
+REUTERS_SEEDS = (1, 2, 5, 16, 64)
+QUICK_REUTERS_SEEDS = (1, 2)
+NOTEBOOK_MODELS = ("vanilla", "stacked_vanilla", "lstm", "stacked_lstm")
+NOTEBOOK_SEEDS = 5
 FORWARD_MIN_SECONDS = 0.25  # each forward point: at least `repeats` calls and this long
 
 

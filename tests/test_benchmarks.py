@@ -240,3 +240,39 @@ def test_compare_quick_runs_every_framework(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "table.txt").read_text()
     assert "rnn_jax" in text and "sequences per second" in text
+
+
+def test_reuters_seeds_and_notebook_table_summaries():
+    """reuters_seeds: models per second = S / median epoch, ratio against one
+    seed; the notebook's table: totals summed over the models, speed-ups."""
+    rs = [dict(kind="reuters_seeds", num_seeds=s, model="lstm", repeats=2) for s in (1, 2)]
+    nb = [dict(kind="notebook_table", model=m, epochs=2, num_seeds=5) for m in ("lstm", "vanilla")]
+    outputs = {
+        "rnn_jax_fit": {"results": [
+            {"task": rs[0], "first": 1.0, "times": [0.5, 0.3, 0.4], "devices": 2,
+             "layout": "compiled in 1 s"},
+            {"task": rs[1], "first": 1.0, "times": [0.6, 0.5], "devices": 2,
+             "layout": "compiled in 1 s (2 seeds), on 2 devices"},
+            {"task": nb[0], "first": 10.0, "times": [10.0], "total": 10.0, "models": 5},
+            {"task": nb[1], "first": 5.0, "times": [5.0], "total": 5.0, "models": 5}]},
+        "keras_tf": {"results": [
+            {"task": rs[0], "unsupported": True},
+            {"task": nb[0], "first": 2.0, "times": [1.0], "total": 15.0, "models": 5,
+             "estimated": True, "measured_epochs": 1},
+            {"task": nb[1], "first": 2.0, "times": [1.0], "total": 45.0, "models": 5,
+             "estimated": True, "measured_epochs": 1}]},
+    }
+    r = report.reuters_seeds_summary(outputs, rs)["reuters_seeds"]
+    assert r["devices"] == 2
+    assert r["per_seeds"]["1"]["models_per_second"] == pytest.approx(2.5)
+    assert r["per_seeds"]["2"]["models_per_second"] == pytest.approx(2 / 0.55)
+    assert r["per_seeds"]["2"]["vs_1"] == pytest.approx(0.55 / 0.4)
+    text = report.format_reuters_seeds({"reuters_seeds": r})
+    assert "2 seeds: epoch 0.550 s, 3.64 models/s, epoch(2)/epoch(1) 1.38" in text
+    nt = report.notebook_table_summary(outputs, nb)["notebook_table"]
+    assert nt["rnn_jax_fit"]["total_seconds"] == pytest.approx(15.0)
+    assert nt["keras_tf"]["models"] == 10
+    assert nt["speedup_vs_keras_tf"] == pytest.approx(4.0)
+    text = report.format_notebook_table({"notebook_table": nt})
+    assert "estimated from 1 measured epochs" in text and "4.00x" in text
+    assert report.reuters_seeds_summary({}, rs) == {} == report.notebook_table_summary({}, nb)

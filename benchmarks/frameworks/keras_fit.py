@@ -12,6 +12,10 @@ The worker sets `KERAS_BACKEND` (`tensorflow` for `keras_tf`, `jax` for
   epochs (absent with a single epoch).
 - `reuters`: one `fit(epochs=1 + repeats)`; each epoch's wall time, from
   `on_epoch_begin` to `on_epoch_end`. `first` is epoch 1 (tracing included).
+- `notebook_table`: notebook 004's table for one model, estimated: one
+  `fit(epochs=1 + measure_epochs)`; a model's time is the first epoch
+  (tracing included) + (epochs - 1) x the median later epoch, times
+  `num_seeds` models trained one after another.
 - `forward`: `model.predict_on_batch(x)` on a fixed input, the result turned
   into a NumPy array. `first` is the first call (tracing included).
 """
@@ -88,19 +92,42 @@ def sum3(num_samples, epochs, batch_size, repeats):
     return out
 
 
-def reuters(model, repeats, data_path=None):
-    """Notebook 004: epoch times of one `fit(epochs=1 + repeats)`."""
-    x, y = workloads.reuters_data(data_path)
-    keras.utils.set_random_seed(0)
-    rnn = keras.layers.LSTM(50) if model == "lstm" else keras.layers.SimpleRNN(50)
-    net = keras.Sequential([keras.Input(x.shape[1:]), rnn,
+def _reuters_net(model, x, y):
+    """Notebook 004's models: `vanilla`/`simple_rnn`, `stacked_vanilla`, `lstm`,
+    `stacked_lstm` (50 units) -> Dense(46) softmax, compiled."""
+    cell = keras.layers.LSTM if "lstm" in model else keras.layers.SimpleRNN
+    rnns = ([cell(50, return_sequences=True)] if model.startswith("stacked") else []) + [cell(50)]
+    net = keras.Sequential([keras.Input(x.shape[1:]), *rnns,
                             keras.layers.Dense(y.shape[-1], activation="softmax")])
     net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    return net
+
+
+def _reuters_epochs(model, epochs, data_path=None):
+    x, y = workloads.reuters_data(data_path)
+    keras.utils.set_random_seed(0)
+    net = _reuters_net(model, x, y)
     timer = EpochTimer()
-    net.fit(x, y, batch_size=50, epochs=1 + repeats, shuffle=True, verbose=0,
-            callbacks=[timer])
-    return {"first": timer.times[0], "times": timer.times[1:],
+    net.fit(x, y, batch_size=50, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
+    return timer.times
+
+
+def reuters(model, repeats, data_path=None):
+    """Notebook 004: epoch times of one `fit(epochs=1 + repeats)`."""
+    times = _reuters_epochs(model, 1 + repeats, data_path)
+    return {"first": times[0], "times": times[1:],
             "note": "per-epoch wall time of one fit(); the first epoch includes tracing"}
+
+
+def notebook_table(model, epochs, num_seeds, measure_epochs=3, data_path=None):
+    """Notebook 004's table for one model, estimated from `measure_epochs` epochs."""
+    times = _reuters_epochs(model, 1 + measure_epochs, data_path)
+    steady = float(np.median(times[1:]))
+    one = times[0] + (epochs - 1) * steady
+    return {"first": times[0], "times": times[1:], "total": one * num_seeds,
+            "models": num_seeds, "estimated": True, "measured_epochs": measure_epochs,
+            "note": f"estimated from {measure_epochs} measured epochs: (first epoch + "
+                    f"{epochs - 1} x median epoch) x {num_seeds} models one after another"}
 
 
 def forward(cell, batch, steps, units, features, repeats, min_seconds=0.0):
