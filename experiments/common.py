@@ -58,34 +58,49 @@ flags.DEFINE_integer("cpu_devices", None, "host CPU devices for JAX; the seeds a
                      "over them (default: one per core this process may run on, or the count "
                      "in XLA_FLAGS' --xla_force_host_platform_device_count); 1 for one device",
                      lower_bound=1)
-flags.DEFINE_string("coordinator_address", None, "multi-host runs: host:port of process 0, "
-                    "for jax.distributed.initialize (one command per host)")
-flags.DEFINE_integer("num_processes", None, "multi-host runs: number of processes",
+flags.DEFINE_string("coordinator_address", None, "runs over several processes (hosts): "
+                    "host:port of process 0, for jax.distributed (one command per process)")
+flags.DEFINE_integer("num_processes", None, "runs over several processes: how many",
                      lower_bound=1)
-flags.DEFINE_integer("process_id", None, "multi-host runs: this process's index",
+flags.DEFINE_integer("process_id", None, "runs over several processes: this process's index",
                      lower_bound=0)
+flags.DEFINE_bool("distributed", False, "runs over several processes: read the coordinator "
+                  "address, process count and index from the cluster's environment (SLURM's "
+                  "srun, Open MPI's mpirun), instead of the three flags above")
+flags.DEFINE_integer("heartbeat_timeout", 100, "runs over several processes: seconds after "
+                     "which the others give up on a process that stopped (and exit with an "
+                     "error)", lower_bound=1)
 
 
 def setup():
     """What every experiment does first, before JAX runs anything: logging,
     the compilation cache, the host CPU devices (`--cpu_devices`), and
-    `jax.distributed.initialize` when the multi-host flags are given."""
+    `rnn_jax.use_processes` (JAX's distributed runtime) when the run spans
+    several processes (`--distributed`, or `--coordinator_address`,
+    `--num_processes` and `--process_id`)."""
     if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
         logging.set_verbosity(logging.WARNING)
     use_compilation_cache(FLAGS.compilation_cache)
     if (FLAGS.cpu_devices is not None
             or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
         rnn_jax.training.use_cpu_cores(FLAGS.cpu_devices)
-    if FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
-        if not (FLAGS.coordinator_address and FLAGS.num_processes
-                and FLAGS.process_id is not None):
-            raise app.UsageError("multi-host runs need --coordinator_address, --num_processes "
-                                 "and --process_id together")
+    given = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+    if FLAGS.distributed:
+        if any(v is not None for v in given):
+            raise app.UsageError("--distributed reads the process flags from the cluster's "
+                                 "environment: give it without --coordinator_address, "
+                                 "--num_processes and --process_id")
+        rnn_jax.use_processes(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
+    elif any(v is not None for v in given):
+        if any(v is None for v in given):
+            raise app.UsageError("runs over several processes need --coordinator_address, "
+                                 "--num_processes and --process_id together")
         if FLAGS.process_id >= FLAGS.num_processes:
             raise app.UsageError(f"--process_id={FLAGS.process_id} must be < "
                                  f"--num_processes={FLAGS.num_processes}")
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                   FLAGS.process_id)
+        rnn_jax.use_processes(*given, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
+    if jax.process_index() > 0:  # process 0 prints the run; the others' errors go to stderr
+        sys.stdout = open(os.devnull, "w")
 
 
 def define_training_flags():
@@ -162,8 +177,8 @@ def _fast_compile_options(num_seeds: int):
 # change them and still resume.
 OPERATIONAL_FLAGS = frozenset({
     "workdir", "overwrite", "checkpoint_every", "compilation_cache", "cpu_devices",
-    "coordinator_address",
-    "num_processes", "process_id"})
+    "coordinator_address", "num_processes", "process_id", "distributed",
+    "heartbeat_timeout"})
 
 # What a run's workdir holds (removed by --overwrite).
 RUN_FILES = ("run.json", "flags.txt", "metrics.json", "timing.json", "history.jsonl",
@@ -228,15 +243,28 @@ class Run:
 
     def __init__(self, name: str):
         self.name = name
-        # With several processes (multi-host), process 0 writes the outputs.
+        # With several processes, process 0 writes the outputs; every process
+        # writes its shards of the checkpoints.
         self.workdir = FLAGS.workdir if jax.process_index() == 0 else None
+        self.checkpoint_dir = (os.path.join(FLAGS.workdir, "checkpoints") if FLAGS.workdir
+                               else None)
         self.t_start = time.perf_counter()
+        refused = False
         if self.workdir:
             try:
                 claim_workdir(self.workdir, FLAGS.overwrite)
             except ValueError as e:  # an expected refusal: one line, no traceback
                 print(f"{name}: {e}", file=sys.stderr, flush=True)
-                sys.exit(1)
+                refused = True
+        if FLAGS.workdir and jax.process_count() > 1:  # the others wait for process 0's claim
+            from jax.experimental import multihost_utils
+            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+            if refused and jax.process_index() > 0:
+                print(f"{name}: process 0 refused --workdir={FLAGS.workdir}", file=sys.stderr,
+                      flush=True)
+        if refused:
+            sys.exit(1)
+        if self.workdir:
             workdir_lib.write_text(self.path("flags.txt"), FLAGS.flags_into_string())
             # Import what the outputs need while XLA compiles (which releases the GIL).
             self._preload = threading.Thread(target=_preload_output_modules, daemon=True)
@@ -272,7 +300,7 @@ class Run:
                 validation_split=hp["validation_split"], validation_data=validation_data,
                 seed=FLAGS.seed, num_seeds=num_seeds,
                 callbacks=[write_history] if self.workdir else [],
-                checkpoint_dir=self.path("checkpoints") if self.workdir else None,
+                checkpoint_dir=self.checkpoint_dir,
                 checkpoint_every=FLAGS.checkpoint_every,
                 compiler_options=_fast_compile_options(num_seeds) if fast_compile else None)
         except rnn_jax.NonFiniteLossError as e:

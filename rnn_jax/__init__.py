@@ -14,6 +14,7 @@
 between Keras 3 and these modules with identical predictions.
 `rnn_jax.use_cpu_cores()`, called before JAX runs anything, makes one JAX
 device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
+`rnn_jax.use_processes(...)` joins several processes (hosts) into one run;
 `with rnn_jax.check_inputs(): ...` makes every layer refuse NaN / inf inputs;
 `with rnn_jax.jax_lstm_gradients(): ...` lets forward-mode autodiff
 (`jax.jacfwd`, `jax.hessian`) through LSTM layers on CPU.
@@ -30,7 +31,7 @@ from rnn_jax.models import Sequential
 from rnn_jax.recurrent import (GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN,
                                jax_lstm_gradients, scan_cell)
 from rnn_jax.training import (FitResult, NonFiniteLossError, TrainState, evaluate, fit,
-                              use_cpu_cores)
+                              use_cpu_cores, use_processes)
 
 __all__ = [
     "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
@@ -38,7 +39,7 @@ __all__ = [
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
     "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
-    "metrics", "optimizers", "plots", "readout", "use_cpu_cores",
+    "metrics", "optimizers", "plots", "readout", "use_cpu_cores", "use_processes",
 ]
 
 __version__ = "0.1.0"

@@ -111,22 +111,45 @@ def _check_readable(item: str) -> None:
         raise _Unreadable(_reason(e)) from None
 
 
+def _saved(a):
+    """A leaf as a checkpoint holds it: a `jax.Array` as it is (Orbax writes each
+    process's own shards of an array spread over several processes), anything
+    else as a numpy array."""
+    return a if isinstance(a, jax.Array) else np.asarray(a)
+
+
 def _pure(state):
-    return jax.tree.map(np.asarray, nnx.to_pure_dict(state))
+    return jax.tree.map(_saved, nnx.to_pure_dict(state))
 
 
 def _state_tree(state, history: dict | None = None) -> dict:
     """A `TrainState` (and history) as the plain nested dict a checkpoint holds."""
     tree = {
         "params": _pure(state.params),
-        "opt_state": jax.tree.map(np.asarray, state.opt_state),
-        "key": np.asarray(jax.random.key_data(state.key)),
-        "epoch": np.asarray(state.epoch),
-        "diverged_at": np.asarray(state.diverged_at),
+        "opt_state": jax.tree.map(_saved, state.opt_state),
+        "key": _saved(jax.random.key_data(state.key)),
+        "epoch": _saved(state.epoch),
+        "diverged_at": _saved(state.diverged_at),
     }
     if history is not None:
         tree["history"] = {k: np.asarray(v) for k, v in history.items()}
     return tree
+
+
+def _on_host(a) -> np.ndarray:
+    """The whole of an array as numpy, on every process (also for an array
+    spread over several processes' devices)."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+
+
+def _barrier(name: str) -> None:
+    """Wait until every process gets here (nothing to wait for with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def save_train_state(path: str, state, *, force: bool = True) -> str:
@@ -148,11 +171,13 @@ class RunCheckpoints:
         self.directory = os.path.abspath(directory)
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise NotADirectoryError(f"checkpoint directory {self.directory} is a file")
-        # A killed save leaves `<epoch>.orbax-checkpoint-tmp-*`: never read, removed here.
-        if os.path.isdir(self.directory):
+        # A killed save leaves `<epoch>.orbax-checkpoint-tmp-*`: never read, removed
+        # here (by process 0, when several processes share the directory).
+        if os.path.isdir(self.directory) and jax.process_index() == 0:
             for name in os.listdir(self.directory):
                 if ".orbax-checkpoint-tmp" in name:
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        _barrier("rnn_jax.checkpoints: leftovers removed")
         self.manager = ocp.CheckpointManager(
             self.directory, item_handlers=ocp.StandardCheckpointHandler(),
             options=ocp.CheckpointManagerOptions(
@@ -176,7 +201,7 @@ class RunCheckpoints:
         """Write `state` (a `TrainState`, seed axis first) and the history so far
         (name -> `(num_seeds, epochs)`) as the checkpoint of its epoch."""
         tree = _state_tree(state, history)
-        epoch = int(np.max(tree["epoch"]))
+        epoch = int(np.max(_on_host(tree["epoch"])))
         self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
         self.manager.wait_until_finished()
         return os.path.join(self.directory, str(epoch))
@@ -205,12 +230,15 @@ class RunCheckpoints:
             if damaged:
                 raise DamagedCheckpointError(self.directory, damaged)
             return None
-        for bad, why in damaged.items():
-            aside = _free_name(bad + ".damaged")
-            os.rename(bad, aside)
-            log.warning("checkpoint %s is damaged (%s): moved to %s; resuming from %s",
-                        bad, why, aside, path)
         if damaged:
+            _barrier("rnn_jax.checkpoints: damaged ones found")  # every process has read
+            for bad, why in damaged.items():
+                aside = _free_name(bad + ".damaged")
+                if jax.process_index() == 0:
+                    os.rename(bad, aside)
+                log.warning("checkpoint %s is damaged (%s): moved to %s; resuming from %s",
+                            bad, why, aside, path)
+            _barrier("rnn_jax.checkpoints: damaged ones moved")
             self.manager.reload()
         params = jax.tree.map(lambda a: a, template.params)
         nnx.replace_by_pure_dict(params, jax.tree.map(jax.numpy.asarray, tree["params"]))
@@ -330,9 +358,18 @@ def load_params(path: str) -> dict:
     path = checkpoint_path(path)
     if "params" not in _item_metadata(path):
         raise ValueError(f"{path} is not an rnn_jax checkpoint (no 'params')")
+    return _read_on_this_process(path)["params"]
+
+
+def _read_on_this_process(path: str) -> dict:
+    """The whole tree of the checkpoint item at `path` as numpy arrays, read
+    by this process alone, whatever devices and processes wrote it."""
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                          _item_metadata(path))
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(path)
-    return restored["params"]
+        restored = ckptr.restore(path, target)
+    return jax.tree.map(np.asarray, restored)
 
 
 def load_weights(model, path: str, seed_index: int | None = None):

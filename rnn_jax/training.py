@@ -575,7 +575,8 @@ def default_devices(num_seeds: int) -> list:
     `--xla_force_host_platform_device_count`) share one machine's cores, so
     splitting a minibatch over them adds no arithmetic units, only reductions
     across devices at every step; seeds spread over them need no reduction.
-    (Measured figures: docs/performance.md.)
+    With several processes every process's devices take part (each process
+    runs the same program). (Measured figures: docs/performance.md.)
     """
     devices = jax.devices()
     if jax.default_backend() != "cpu" or jax.process_count() > 1:
@@ -658,9 +659,10 @@ def seed_layout(num_seeds: int, devices: Sequence | None = None, mesh=None) -> S
     - `mesh` given: that `('seeds', 'batch')` mesh.
     - `devices` given: `device_mesh(devices, num_seeds)` (seeds over
       `gcd(num_seeds, n)` rows, each minibatch over the rest).
-    - neither, on host CPU devices in one process: the seeds over
-      `default_devices(num_seeds)`, one row each, padded to a multiple of
-      their number (5 seeds on 2 devices run 3 + 3 slots);
+    - neither, on host CPU devices: the seeds over `default_devices(num_seeds)`,
+      one row each, padded to a multiple of their number (5 seeds on 2
+      devices run 3 + 3 slots; with several processes, every process's
+      devices: 8 seeds on 2 processes of 2 devices run 2 per device);
     - neither, elsewhere: `device_mesh(jax.devices(), num_seeds)`.
     """
     if mesh is not None:
@@ -672,7 +674,7 @@ def seed_layout(num_seeds: int, devices: Sequence | None = None, mesh=None) -> S
     if devices is not None:
         return SeedLayout(num_seeds, device_mesh(devices, num_seeds))
     devices = default_devices(num_seeds)
-    if jax.default_backend() != "cpu" or jax.process_count() > 1:
+    if jax.default_backend() != "cpu":
         return SeedLayout(num_seeds, device_mesh(devices, num_seeds))
     return SeedLayout(num_seeds,
                       _mesh(np.array(devices).reshape(-1, 1)) if len(devices) > 1 else None)
@@ -702,6 +704,41 @@ def use_cpu_cores(count: int | None = None) -> int:
                 f"device{'s' if have > 1 else ''}; call it before JAX runs anything "
                 "(the count is fixed when JAX starts)") from None
     return count
+
+
+def use_processes(coordinator_address: str | None = None, num_processes: int | None = None,
+                  process_id: int | None = None, *, heartbeat_timeout_seconds: int = 100) -> int:
+    """Join this process to a run over several processes (hosts): JAX's
+    distributed runtime, `jax.distributed.initialize`, with Gloo for the
+    collectives between CPU devices; returns `jax.process_count()`. Call it
+    before JAX runs anything, in every process, with the same arguments but
+    `process_id`:
+
+        rnn_jax.use_processes("host0:1234", num_processes=2, process_id=0)  # 1 on host 1
+        rnn_jax.fit(make_model, x, y, ..., num_seeds=64)  # the seeds over every device
+
+    With no arguments JAX reads them from the cluster's environment (SLURM's
+    `srun`, Open MPI's `mpirun`, ...). Every process then runs the same
+    program on its own devices: `fit` spreads the seeds over all devices of
+    all processes, each process holds its seeds' shards, and Orbax checkpoints
+    are written by every process for its shards into the one
+    `checkpoint_dir` (a directory all processes see). A process that dies is
+    noticed by the others within `heartbeat_timeout_seconds`: they exit with
+    an error instead of waiting for it.
+    """
+    given = (coordinator_address, num_processes, process_id)
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise ValueError("use_processes needs coordinator_address, num_processes and "
+                         "process_id together (or none of them, to read them from the "
+                         "cluster's environment)")
+    if num_processes is not None:
+        _check_positive_int("num_processes", num_processes)
+        if not (isinstance(process_id, (int, np.integer)) and 0 <= process_id < num_processes):
+            raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    return jax.process_count()
 
 
 def _to_host(tree):
@@ -797,7 +834,8 @@ class Programs:
     Attributes:
       state: the `TrainState` of every seed slot, fresh from `init`.
       run_epoch: `(state, *data) -> (state, logs)`, the compiled epoch.
-      place: puts a state of every slot where `run_epoch` takes it.
+      place: a state of the real seeds -> the state of every slot (`padded_like`),
+        where `run_epoch` takes it.
       data: the run's arrays on the devices.
       compile_seconds: the wall time to compile both and run `init`.
     """
@@ -846,8 +884,10 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - t0
 
-    def place(state):
-        return state if seed_sh is None else jax.device_put(state, seed_sh)
+    # jit, not device_put: with several processes the state is a global array,
+    # and the padded one is made and laid out across the processes by XLA.
+    place = (layout.padded_like if seed_sh is None else
+             jax.jit(layout.padded_like, out_shardings=seed_sh))
 
     return engine, Programs(state, run_epoch, place, on_devices, compile_seconds)
 
@@ -862,14 +902,14 @@ def _resume(saver, layout: SeedLayout, programs: Programs, epochs: int, verbose:
     if restored is None:
         return state, {}
     real_state, saved_history = restored
-    done = int(np.max(np.asarray(real_state.epoch)))
+    done = int(np.max(np.asarray(_to_host(real_state.epoch))))
     if done > epochs:
         raise ValueError(f"the checkpoint in {saver.directory} is at epoch {done}, "
                          f"past epochs={epochs}")
     if verbose:
         print_fn(f"resumed from {saver.directory}/{done} (epoch {done} of {epochs})")
     history = {k: list(np.moveaxis(np.asarray(v), -1, 0)) for k, v in saved_history.items()}
-    return programs.place(layout.padded_like(real_state)), history
+    return programs.place(real_state), history
 
 
 def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
