@@ -195,3 +195,35 @@ def test_killed_process_resumes_to_the_same_metrics(tmp_path):
     assert "wrote" in out and "wrote" not in tail(logs[1], 100000)
     history = (workdir / "history.jsonl").read_text().splitlines()
     assert history == (tmp_path / "one" / "history.jsonl").read_text().splitlines()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(coordinator_address="127.0.0.1:1234"), "together"),
+    (dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2),
+     "process_id must be in [0, 2)"),
+    (dict(coordinator_address="127.0.0.1:1234", num_processes=0, process_id=0),
+     "num_processes must be a positive integer"),
+])
+def test_use_processes_refuses_incomplete_or_bad_arguments(kwargs, message):
+    import rnn_jax
+
+    with pytest.raises(ValueError) as err:  # before anything starts
+        rnn_jax.use_processes(**kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_processes=2", "--process_id=0"], "need --coordinator_address, --num_processes "
+     "and --process_id together"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+     "--process_id=2 must be < --num_processes=2"),
+    (["--distributed", "--num_processes=2"], "--distributed reads the process flags"),
+])
+def test_experiment_refuses_inconsistent_process_flags(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, "-m", "experiments.sum3",
+                           "--flagfile=experiments/flags/sum3.flags", "--epochs=1",
+                           f"--workdir={tmp_path}", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run.json").exists()
