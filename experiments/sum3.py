@@ -186,9 +186,9 @@ def main(argv):
             out.append(P.plot_sweep(
                 [r["learning_rate"] for r in per_value],
                 [r["readable_fraction"] for r in per_value], run.path("readable_fraction.png"),
-                xlabel="learning rate", ylabel="readable fraction",
-                title=f"sum3 ({kind}): readable solution per learning rate "
-                      f"({result.num_seeds} seeds each)"))
+                xlabel="learning rate", ylabel="readable fraction", ylim=(0, 1),
+                title=f"sum3 ({kind}): readable fraction\n({result.num_seeds} seeds per "
+                      "learning rate)"))
         if n > 1:
             out.append(P.plot_seed_scatter(
                 np.array([s[1] for s in per_seed]), val_loss, run.path("seeds.png"),

@@ -218,7 +218,8 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
     return _save(fig, path)
 
 
-def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True) -> str:
+def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True,
+               ylim=None) -> str:
     """One point per swept value (a line through them), e.g. the fraction of
     seeds that found a solution against the learning rate.
 
@@ -226,6 +227,7 @@ def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True
       values: the swept values `(V,)` (x axis, logarithmic with `xlog`).
       y: one number per value `(V,)`.
       yerr: optional error bars `(V,)` (e.g. the standard deviation over seeds).
+      ylim: optional `(bottom, top)` of the y axis (e.g. `(0, 1)` for a fraction).
     """
     x, y = np.asarray(values, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if x.shape != y.shape or x.size == 0:
@@ -242,6 +244,8 @@ def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True
     ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)

@@ -23,6 +23,10 @@ What runs where:
   of epoch `e` from `fold_in(train_key, e)`. Seed `i` of a run with
   `num_seeds=N` uses `key(seed + i)`, so it trains what a separate run with
   `seed + i` trains; the N runs are one program (`jax.vmap` over keys).
+- A sweep (`learning_rate=[...]`, `sweep={...}`; `rnn_jax.sweeps`) adds
+  optimizer values to the vmapped axis: member `m` has value combination
+  `m // num_seeds` and key `seed + m % num_seeds`, its values held in its
+  optimizer state (`optax.inject_hyperparams`).
 - Keras' `fit` semantics: `validation_split` takes the last fraction of the
   samples, before any shuffling (`split_at = floor(N * (1 - split))`); the
   training samples are shuffled every epoch (`shuffle=True`); a last partial
