@@ -22,12 +22,29 @@ optimizer is `optax.inject_hyperparams(<the named optimizer>)`
 `opt_state.hyperparams` at init, and the one compiled epoch program runs
 every member. Only shape-free scalars of a named optimizer can be swept
 (`rnn_jax.optimizers.hyperparameters`); an optax transformation given as
-`optimizer` cannot be rebuilt with other values, so a sweep refuses it.
+`optimizer` cannot be rebuilt with other values, so a sweep of its values
+refuses it.
+
+A sweep may also name a keyword argument of the model factory, such as an
+initializer scale the user asks for:
+
+    def make_model(rngs, init_scale=1.0):
+        init = rnn_jax.initializers.variance_scaling(init_scale, "fan_avg", "uniform")
+        return rnn_jax.Sequential([rnn_jax.SimpleRNN(4, kernel_initializer=init,
+                                                     rngs=rngs), ...], input_shape=(3, 1))
+
+    rnn_jax.fit(make_model, ..., sweep={"init_scale": [0.5, 1.0, 2.0]})
+
+Each member's factory is called as `make_model(rngs, init_scale=v)` with `v`
+a float32 scalar (traced: the factory must use it arithmetically, not in
+Python control flow or shapes). Names of the optimizer come first: a name
+both the optimizer and the factory have is the optimizer's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 from typing import Sequence
@@ -35,6 +52,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from rnn_jax import optimizers as optimizers_lib
 
@@ -58,11 +76,14 @@ class Grid:
       names: the swept hyperparameters, in the order given.
       combinations: one tuple of values (floats, in `names` order) per grid
         point, in grid order (cross product, the last name fastest).
+      model_names: the names among `names` that are keyword arguments of the
+        model factory (the others are the optimizer's).
     """
 
     optimizer: str
     names: tuple
     combinations: tuple
+    model_names: tuple = ()
 
     def __len__(self) -> int:
         return len(self.combinations)
@@ -88,16 +109,17 @@ def members(seed: int, num_seeds: int, grid: Grid | None = None) -> list[dict]:
     return grid.members(seed, num_seeds)
 
 
-def make_grid(optimizer, learning_rate=None,
-              sweep: dict | None = None) -> tuple[optax.GradientTransformation, Grid | None]:
+def make_grid(optimizer, learning_rate=None, sweep: dict | None = None,
+              model=None) -> tuple[optax.GradientTransformation, Grid | None]:
     """`fit`'s optimizer and its sweep grid (None without a sweep) from `fit`'s
-    `optimizer`, `learning_rate` and `sweep` arguments.
+    `optimizer`, `learning_rate`, `sweep` and `model` arguments.
 
     - `learning_rate`: None (the optimizer's own default), a float, or a
       sequence of floats, which is shorthand for `sweep={'learning_rate': [...]}`
       (and then comes first in the grid).
     - `sweep`: name -> sequence of values, for hyperparameters of the named
-      `optimizer` (`rnn_jax.optimizers.hyperparameters`).
+      `optimizer` (`rnn_jax.optimizers.hyperparameters`) or keyword arguments
+      of the `model` factory (`model_keywords`).
 
     Without a sweep the optimizer is `optimizers.get(optimizer, learning_rate)`,
     exactly as before. Raises ValueError for a sweep of an optax transformation,
@@ -124,18 +146,22 @@ def make_grid(optimizer, learning_rate=None,
         swept.update(sweep)
     if not swept:
         return optimizers_lib.get(optimizer, fixed_lr), None
-    if isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(
-            f"a sweep ({', '.join(swept)}) needs a named optimizer ("
-            f"{', '.join(map(repr, optimizers_lib.NAMES))}): an optax transformation cannot "
-            "be rebuilt with other values")
-    name = str(optimizer).lower()
-    known = optimizers_lib.hyperparameters(name)  # raises for an unknown optimizer
+    named = not isinstance(optimizer, optax.GradientTransformation)
+    name = str(optimizer).lower() if named else "the optax optimizer"
+    known = optimizers_lib.hyperparameters(name) if named else {}  # raises for unknown names
+    keywords = model_keywords(model)
     values = {}
     for key, vals in swept.items():
-        if key not in known:
-            raise ValueError(f"cannot sweep {key!r}: {name} has no such hyperparameter; "
-                             f"its hyperparameters: {', '.join(known)}")
+        if key not in known and key not in keywords:
+            if not named and any(key in optimizers_lib.hyperparameters(n)
+                                 for n in optimizers_lib.NAMES):
+                raise ValueError(
+                    f"a sweep of {key!r} needs a named optimizer ("
+                    f"{', '.join(map(repr, optimizers_lib.NAMES))}): an optax transformation "
+                    "cannot be rebuilt with other values")
+            raise ValueError(f"cannot sweep {key!r}: {name} has no such hyperparameter"
+                             + (f" (its hyperparameters: {', '.join(known)})" if named else "")
+                             + " and the model factory takes no such keyword")
         if not _is_sequence(vals):
             raise ValueError(f"sweep {key!r}: give a list of values, got {vals!r}")
         vals = [_number(key, v) for v in vals]
@@ -147,11 +173,34 @@ def make_grid(optimizer, learning_rate=None,
             raise ValueError(f"sweep {key!r}: the value {dup} is given twice (as float32)")
         values[key] = vals
     names = tuple(values)
-    grid = Grid(name, names, tuple(itertools.product(*(values[k] for k in names))))
-    start = dict(zip(names, grid.combinations[0]))
+    model_names = tuple(k for k in names if k not in known)
+    grid = Grid(name, names, tuple(itertools.product(*(values[k] for k in names))), model_names)
+    opt_names = tuple(k for k in names if k in known)
+    if not opt_names:
+        return optimizers_lib.get(optimizer, fixed_lr), grid
+    start = {k: v for k, v in zip(names, grid.combinations[0]) if k in known}
     if fixed_lr is not None:
         start["learning_rate"] = fixed_lr
-    return optimizers_lib.injected(name, start, names), grid
+    return optimizers_lib.injected(name, start, opt_names), grid
+
+
+def model_keywords(model) -> set:
+    """The names a model factory `rngs -> Module` takes as keyword arguments
+    (its named parameters after the first); none for a built module."""
+    if model is None or isinstance(model, nnx.Module) or not callable(model):
+        return set()
+    try:
+        params = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params[1:] if p.kind in kinds}
+
+
+def split_values(grid: Grid, values: dict) -> tuple[dict, dict]:
+    """name -> values  ->  (the optimizer's, the model factory's)."""
+    opt = {k: v for k, v in values.items() if k not in grid.model_names}
+    return opt, {k: v for k, v in values.items() if k in grid.model_names}
 
 
 def set_values(opt_state, values: dict):

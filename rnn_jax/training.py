@@ -24,9 +24,9 @@ What runs where:
   `num_seeds=N` uses `key(seed + i)`, so it trains what a separate run with
   `seed + i` trains; the N runs are one program (`jax.vmap` over keys).
 - A sweep (`learning_rate=[...]`, `sweep={...}`; `rnn_jax.sweeps`) adds
-  optimizer values to the vmapped axis: member `m` has value combination
-  `m // num_seeds` and key `seed + m % num_seeds`, its values held in its
-  optimizer state (`optax.inject_hyperparams`).
+  optimizer (or model-factory) values to the vmapped axis: member `m` has
+  value combination `m // num_seeds` and key `seed + m % num_seeds`, its
+  optimizer values held in its optimizer state (`optax.inject_hyperparams`).
 - Keras' `fit` semantics: `validation_split` takes the last fraction of the
   samples, before any shuffling (`split_at = floor(N * (1 - split))`); the
   training samples are shuffled every epoch (`shuffle=True`); a last partial
@@ -307,12 +307,14 @@ class Engine:
         model = nnx.merge(self.graphdef, params, self.rest)
         return model(x, training=training, key=key)
 
-    def init(self, key, hyperparams: dict | None = None) -> TrainState:
-        """A fresh `TrainState` from the run's key; `hyperparams` (a sweep's
-        member values, name -> scalar) are written into the optimizer state of
-        an `optax.inject_hyperparams` optimizer (`rnn_jax.sweeps`)."""
+    def init(self, key, hyperparams: dict | None = None,
+             model_values: dict | None = None) -> TrainState:
+        """A fresh `TrainState` from the run's key; a sweep member's values
+        (name -> scalar, `rnn_jax.sweeps`): `hyperparams` are written into the
+        optimizer state of an `optax.inject_hyperparams` optimizer,
+        `model_values` passed to the model factory as keyword arguments."""
         init_key, train_key = jax.random.split(key)
-        params = self.init_params(init_key)
+        params = self.init_params(init_key, **(model_values or {}))
         opt_state = self.optimizer.init(params)
         if hyperparams:
             opt_state = sweeps_lib.set_values(opt_state, hyperparams)
@@ -538,7 +540,7 @@ def _model_parts(model, num_seeds):
             raise ValueError(f"{type(model).__name__} is not built: give it input_shape= or "
                              "call it once before fit")
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        return graphdef, rest, lambda key: params
+        return graphdef, rest, lambda key, **values: params
     if not callable(model):
         raise TypeError(f"model must be an nnx.Module or a callable rngs -> Module, got "
                         f"{type(model).__name__}")
@@ -550,8 +552,8 @@ def _model_parts(model, num_seeds):
         raise ValueError("fit trains models whose state is parameters only (no stateful "
                          "layers)")
 
-    def init_params(key):
-        return nnx.split(model(nnx.Rngs(key)), nnx.Param, ...)[1]
+    def init_params(key, **values):  # values: a sweep's model-factory keywords
+        return nnx.split(model(nnx.Rngs(key), **values), nnx.Param, ...)[1]
 
     return graphdef, rest, init_params
 
@@ -866,8 +868,9 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     the layout and the `Programs`.
 
     A sweep's slots are its members: slot `m` trains from `key(seed + m %
-    num_seeds)` with the optimizer values `member_values[name][m]` (name ->
-    `(layout.num_seeds,)`), which `engine.init` writes into its optimizer state.
+    num_seeds)` with the values `member_values[arg][name][m]` (`engine.init`'s
+    keyword `arg` -> name -> `(layout.num_seeds,)`), e.g.
+    `{'hyperparams': {'learning_rate': lrs}}`.
     """
     mesh = layout.mesh
     if mesh is None:
@@ -887,8 +890,8 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     if member_values is None:
         init, inputs = engine.init, keys
     else:  # one input pytree: (keys, values), both with a leading slot axis
-        init = functools.wraps(engine.init)(lambda kv: engine.init(*kv))
-        inputs = (keys, layout.padded_like({k: jnp.asarray(v) for k, v in member_values.items()}))
+        init = functools.wraps(engine.init)(lambda kv: engine.init(kv[0], **kv[1]))
+        inputs = (keys, layout.padded_like(jax.tree.map(jnp.asarray, member_values)))
     t0 = time.perf_counter()
     init_lowered = jax.jit(init_program(init, mesh, layout.padded),
                            in_shardings=seed_sh,
@@ -955,19 +958,23 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       learning_rate: None (the named optimizer's default), a float (the named
         optimizer built with it), or a list of floats: a sweep, shorthand for
         `sweep={'learning_rate': [...]}`.
-      sweep: name -> list of values of the named optimizer's scalars
+      sweep: name -> list of values, trained together with the seeds in
+        one program (`rnn_jax.sweeps`): scalars of the named optimizer
         (`rnn_jax.optimizers.hyperparameters`: `learning_rate`, adam's
         `beta_1`, `beta_2`, `epsilon`, sgd's `momentum`, rmsprop's `rho`,
-        `momentum`, `epsilon`), trained together with the seeds in one
-        program (`rnn_jax.sweeps`): several names form a grid (cross
-        product in the order given), and `num_seeds` seeds per combination
-        make `num_members` members. Member `m` has combination
-        `m // num_seeds` and trains from `key(seed + m % num_seeds)`, with
-        its values in its optimizer state (`optax.inject_hyperparams`);
-        `result.members` says which member is which. A member trains what a
-        separate `fit` with its seed and scalar values trains (bitwise on
-        CPU in the tests; the values are read from the state instead of being
-        program constants). An optax transformation cannot be swept.
+        `momentum`, `epsilon`), held per member in its optimizer state
+        (`optax.inject_hyperparams`), or keyword arguments of the model
+        factory (e.g. an initializer scale: `make_model(rngs, init_scale=v)`).
+        Several names form a grid (cross product in the order given), and
+        `num_seeds` seeds per combination make `num_members` members:
+        member `m` has combination `m // num_seeds` and trains from
+        `key(seed + m % num_seeds)`; `result.members` says which is which.
+        A member trains what a separate `fit` with its seed and scalar values
+        trains: bitwise on CPU for `learning_rate` and `momentum` (measured);
+        within ~1e-7 relative for betas, `rho` and factory values, which the
+        program rounds from a float32 value where a constant was rounded
+        once from Python's float64 (`1 - beta_1`, `scale / fan`). An optax
+        transformation cannot sweep its values.
       metrics: names (`'accuracy'` resolves as in Keras) or callables.
       batch_size, epochs, validation_split, validation_data, shuffle: Keras'.
       seed, num_seeds: seed `i` trains from `jax.random.key(seed + i)`.
@@ -1016,7 +1023,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         _check_positive_int(name, value)
     if validation_batch_size is not None:
         _check_positive_int("validation_batch_size", validation_batch_size)
-    optimizer, grid = sweeps_lib.make_grid(optimizer, learning_rate, sweep)
+    optimizer, grid = sweeps_lib.make_grid(optimizer, learning_rate, sweep, model)
     members = sweeps_lib.members(seed, num_seeds, grid)
     num_members = len(members)
     if grid is not None and num_members > 1 and isinstance(model, nnx.Module):
@@ -1027,9 +1034,13 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
                          batch_size=batch_size, validation_batch_size=validation_batch_size,
                          shuffle=shuffle, from_logits=from_logits, num_seeds=num_seeds)
     layout = seed_layout(num_members, devices, mesh)
-    engine, programs = compile_programs(
-        engine, layout, data, seed, compiler_options, num_seeds=num_seeds,
-        member_values=None if grid is None else grid.member_values(num_seeds))
+    if grid is None:
+        member_values = None
+    else:
+        opt_values, model_values = sweeps_lib.split_values(grid, grid.member_values(num_seeds))
+        member_values = {"hyperparams": opt_values, "model_values": model_values}
+    engine, programs = compile_programs(engine, layout, data, seed, compiler_options,
+                                        num_seeds=num_seeds, member_values=member_values)
     if verbose:
         what = (f"{num_seeds} seed{'s' if num_seeds > 1 else ''}" if grid is None else
                 f"{num_members} members: {len(grid)} value"

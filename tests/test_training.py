@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 
 import jax
@@ -905,13 +906,48 @@ def test_sweep_grid_is_the_cross_product_and_matches_separate_runs():
     assert not np.allclose(swept.history["loss"][2], swept.history["loss"][3])
 
 
+def scaled_factory(rngs, init_scale=1.0):
+    """`small_factory` whose SimpleRNN kernel is Glorot-uniform times `init_scale`
+    (Keras' `VarianceScaling(init_scale, 'fan_avg', 'uniform')`)."""
+    init = rnn_jax.initializers.variance_scaling(init_scale, "fan_avg", "uniform")
+    return rnn_jax.Sequential([rnn_jax.SimpleRNN(2, kernel_initializer=init, rngs=rngs),
+                               rnn_jax.Dense(1, rngs=rngs)], input_shape=(3, 1))
+
+
+def test_sweep_of_a_model_factory_keyword_equals_separate_runs():
+    """An initializer scale the factory takes as a keyword is swept like an
+    optimizer value (here with an optax transformation as the optimizer, which
+    only optimizer sweeps refuse). `SEEDS_TOL`: the traced scale is divided by
+    the fan in float32, a constant in float64 first."""
+    x, y = regression_data(np.random.default_rng(3))
+    scales = [0.7, 3.0]
+    swept = rnn_jax.fit(scaled_factory, x, y, seed=5, num_seeds=2, sweep={"init_scale": scales},
+                        **SEED_FIT)
+    assert [(m["init_scale"], m["seed"]) for m in swept.members] == [
+        (0.7, 5), (0.7, 6), (3.0, 5), (3.0, 6)]
+    for m, member in enumerate(swept.members):
+        single = rnn_jax.fit(functools.partial(scaled_factory, init_scale=member["init_scale"]),
+                             x, y, seed=member["seed"], **SEED_FIT)
+        for name, values in single.history.items():
+            np.testing.assert_allclose(swept.history[name][m], values, **SEEDS_TOL,
+                                       err_msg=str(member))
+        for a, b in zip(param_leaves(swept.params(m)), param_leaves(single.params()),
+                        strict=True):
+            np.testing.assert_allclose(a, b, **SEEDS_TOL, err_msg=str(member))
+    assert not np.allclose(swept.history["loss"][0], swept.history["loss"][2])
+
+
 # case -> (fit's sweep arguments, the message)
 SWEEP_ERRORS = {
     "empty list": (dict(learning_rate=[]), "'learning_rate': the list of values is empty"),
     "lr = 0": (dict(learning_rate=[0.01, 0.0]), "learning_rate must be > 0, got 0.0"),
     "scalar lr < 0": (dict(learning_rate=-1.0), "learning_rate must be > 0, got -1.0"),
     "duplicate": (dict(learning_rate=[0.01, 0.02, 0.01]), "the value 0.01 is given twice"),
-    "unknown name": (dict(sweep={"rho": [0.9]}), "cannot sweep 'rho': adam has no such"),
+    "unknown name": (dict(sweep={"rho": [0.9]}), "cannot sweep 'rho': adam has no such "
+                     r"hyperparameter \(its hyperparameters: learning_rate, beta_1, beta_2, "
+                     r"epsilon\) and the model factory takes no such keyword"),
+    "init_scale, factory without it": (dict(sweep={"init_scale": [1.0]}),
+                                       "cannot sweep 'init_scale'"),
     "flag, not a value": (dict(sweep={"nesterov": [True]}, optimizer="sgd"),
                           "cannot sweep 'nesterov'"),
     "beta_1 = 1": (dict(sweep={"beta_1": [1.0]}), r"beta_1 must be in \[0, 1\), got 1.0"),
