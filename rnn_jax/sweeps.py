@@ -152,6 +152,8 @@ def make_grid(optimizer, learning_rate=None, sweep: dict | None = None,
     keywords = model_keywords(model)
     values = {}
     for key, vals in swept.items():
+        if key == "seed":
+            raise ValueError("cannot sweep 'seed': it names each member's seed (use num_seeds)")
         if key not in known and key not in keywords:
             if not named and any(key in optimizers_lib.hyperparameters(n)
                                  for n in optimizers_lib.NAMES):

@@ -955,6 +955,7 @@ SWEEP_ERRORS = {
     "both ways": (dict(learning_rate=0.01, sweep={"learning_rate": [0.1]}),
                   "learning_rate is given both"),
     "empty sweep": (dict(sweep={}), "sweep is empty"),
+    "seed": (dict(sweep={"seed": [1.0, 2.0]}), "cannot sweep 'seed'"),
     "optax transformation": (dict(learning_rate=[0.1, 0.2], optimizer=optax.sgd(0.1)),
                              "needs a named optimizer"),
     "built module": (dict(learning_rate=[0.1, 0.2], model="built"), "needs a model factory"),
