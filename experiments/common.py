@@ -8,6 +8,12 @@ data `--num_samples`, `--data_seed`. Hyperparameters left unset take the
 notebook's values for the chosen variant of the experiment. Bad values stop
 the command with a one-line flag error (exit status 1).
 
+`--learning_rate` takes one value or a comma list (`--learning_rate=0.001,0.003,0.01`):
+several values are a sweep, trained in one program with `--num_seeds` seeds
+per value (`rnn_jax.sweeps`); metrics.json then also holds `members` (the
+seed and learning rate of each list entry) and the experiment's per-value
+results. One value runs, records and resumes exactly as before.
+
 A run in `--workdir` saves its training state every `--checkpoint_every` epochs
 and at the end (`<workdir>/checkpoints/<epoch>/`). The same command again
 resumes from the newest checkpoint and ends with the same `metrics.json` as an
@@ -112,15 +118,52 @@ def define_training_flags():
     flags.DEFINE_integer("epochs", None, "epochs (default: the notebook's)", lower_bound=1)
     flags.DEFINE_integer("batch_size", None, "batch size (default: the notebook's)",
                          lower_bound=1)
-    flags.DEFINE_float("learning_rate", None, "learning rate (default: the notebook's)")
+    flags.DEFINE(LearningRatesParser(), "learning_rate", None, "learning rate (default: the "
+                 "notebook's); a comma list (0.001,0.003,0.01) trains --num_seeds seeds per "
+                 "value in one program", serializer=LearningRatesParser())
     flags.DEFINE_float("validation_split", None, "fraction of the samples, taken from the end "
                        "before shuffling, used for validation (default: the notebook's)")
     flags.DEFINE_enum("optimizer", "adam", list(rnn_jax.optimizers.NAMES),
                       "optimizer, with Keras' defaults")
-    flags.register_validator("learning_rate", lambda v: v is None or v > 0,
-                             message="--learning_rate must be > 0")
     flags.register_validator("validation_split", lambda v: v is None or 0.0 <= v < 1.0,
                              message="--validation_split must be in [0, 1)")
+
+
+class LearningRatesParser(flags.ArgumentParser, flags.ArgumentSerializer):
+    """`--learning_rate`: a float > 0 (the flag's value, as a float flag's) or a
+    comma list of distinct ones (the value: a list of floats); serialised back
+    the same way, so flags.txt is a valid --flagfile."""
+
+    syntactic_help = "a float > 0, or a comma list of distinct ones"
+
+    def parse(self, argument):
+        parts = (list(argument) if isinstance(argument, (list, tuple))
+                 else str(argument).split(","))
+        values = []
+        for part in parts:
+            try:
+                v = float(part)
+            except ValueError:
+                raise ValueError(f"{str(part).strip()!r} is not a number") from None
+            if not (v > 0 and np.isfinite(v)):
+                raise ValueError("--learning_rate must be > 0" if len(parts) == 1 else
+                                 f"every --learning_rate must be > 0, got {v}")
+            if v in values:
+                raise ValueError(f"--learning_rate {v} is given twice")
+            values.append(v)
+        return values[0] if len(values) == 1 else values
+
+    def flag_type(self):
+        return "float list"
+
+    def serialize(self, value):
+        return ",".join(repr(v) for v in value) if isinstance(value, list) else repr(value)
+
+
+def learning_rates(hp: dict) -> list | None:
+    """The swept learning rates of a run (`hp['learning_rate']` a list), else None."""
+    lr = hp["learning_rate"]
+    return list(lr) if isinstance(lr, (list, tuple)) else None
 
 
 def define_generated_data_flags():
@@ -279,30 +322,33 @@ class Run:
         (a resumed run keeps the lines of the epochs before; they were written
         before the checkpoint it resumes from)."""
         num_seeds = FLAGS.num_seeds
-        optimizer = rnn_jax.optimizers.get(hp["optimizer"], hp["learning_rate"])
+        swept = learning_rates(hp)
+        num_members = num_seeds * (len(swept) if swept else 1)
         print(f"{self.name}: {x.shape[0]} samples, x {x.shape[1:]}, y {y.shape[1:]}; "
               f"{hp['optimizer']}(learning_rate={hp['learning_rate']}), batch {hp['batch_size']}, "
               f"{hp['epochs']} epochs, validation_split {hp['validation_split']}; "
-              f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {FLAGS.seed}")
+              f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {FLAGS.seed}"
+              + (f" per learning rate ({num_members} members)" if swept else ""))
         lines: list[str] = []
 
         def write_history(epoch, logs, state):
             if not lines and epoch > 1 and os.path.exists(self.path("history.jsonl")):
                 with open(self.path("history.jsonl")) as f:  # resumed: the epochs before
                     lines.extend(f.readlines()[:epoch - 1])
-            lines.append(workdir_lib.history_line(epoch, logs, num_seeds))
+            lines.append(workdir_lib.history_line(epoch, logs, num_members))
             workdir_lib.write_text(self.path("history.jsonl"), "".join(lines))
 
         try:
             result = rnn_jax.fit(
-                make_model, x, y, loss=loss, optimizer=optimizer, metrics=metrics,
+                make_model, x, y, loss=loss, optimizer=hp["optimizer"],
+                learning_rate=hp["learning_rate"], metrics=metrics,
                 batch_size=hp["batch_size"], epochs=hp["epochs"],
                 validation_split=hp["validation_split"], validation_data=validation_data,
                 seed=FLAGS.seed, num_seeds=num_seeds,
                 callbacks=[write_history] if self.workdir else [],
                 checkpoint_dir=self.checkpoint_dir,
                 checkpoint_every=FLAGS.checkpoint_every,
-                compiler_options=_fast_compile_options(num_seeds) if fast_compile else None)
+                compiler_options=_fast_compile_options(num_members) if fast_compile else None)
         except rnn_jax.NonFiniteLossError as e:
             kept = ("" if not self.workdir else
                     "; no checkpoint was saved before" if e.last_checkpoint is None else
@@ -327,11 +373,17 @@ class Run:
         """
         print(report)
         r = self.result
-        metrics = workdir_lib.final_metrics(r.history, r.num_seeds)
+        metrics = workdir_lib.final_metrics(r.history, r.num_members)
         metrics.update(num_seeds=r.num_seeds, seed=FLAGS.seed)
-        if r.diverged:
+        swept = len(r.members[0]) > 1
+        if swept:  # lists above are per member: say which is which
+            metrics.update(num_members=r.num_members, members=r.members)
+        if r.diverged and not swept:
             metrics["diverged_seeds"] = {str(FLAGS.seed + i): {"epoch": e, "step": s}
                                          for i, (e, s) in sorted(r.diverged.items())}
+        elif r.diverged:
+            metrics["diverged_members"] = {str(i): {**r.members[i], "epoch": e, "step": s}
+                                           for i, (e, s) in sorted(r.diverged.items())}
         metrics.update(extra_metrics)
         if not self.workdir:
             return metrics

@@ -65,7 +65,8 @@ def main(argv):
     result = run.fit(make_model_fn(FLAGS.embedding_dim, act), x, y, loss="binary_crossentropy",
                      metrics=["accuracy"], hp=hp)
 
-    n = result.num_seeds
+    n = result.num_members
+    lrs = common.learning_rates(hp)
     hist = result.history
     val_acc = np.atleast_1d(hist["val_accuracy"][..., -1] if "val_accuracy" in hist
                             else hist["accuracy"][..., -1])
@@ -100,9 +101,24 @@ def main(argv):
     if n > 1:
         extra["val_accuracy_1_fraction"] = float(np.mean(val_acc == 1.0))
         extra["detector_pattern_fraction"] = float(detects.mean())
-        lines.append(f"{n} seeds: validation accuracy 1.0 in {np.sum(val_acc == 1.0)}, median "
+        who = (f"{n} members ({len(lrs)} learning rates x {result.num_seeds} seeds)" if lrs
+               else f"{n} seeds")
+        lines.append(f"{who}: validation accuracy 1.0 in {np.sum(val_acc == 1.0)}, median "
                      f"{np.median(val_acc):.4f}, min {np.min(val_acc):.4f}; e_{digit} high and "
                      f"the others negative in {detects.sum()}")
+    if lrs:
+        extra["per_learning_rate"] = []
+        for lr in lrs:
+            idx = result.member_indices(learning_rate=lr)
+            row = {"learning_rate": lr, "seeds": len(idx),
+                   "val_accuracy_1_fraction": float(np.mean(val_acc[idx] == 1.0)),
+                   "val_accuracy_median": float(np.median(val_acc[idx])),
+                   "detector_pattern_fraction": float(detects[idx].mean())}
+            extra["per_learning_rate"].append(row)
+            lines.append(f"  learning rate {lr:g}: validation accuracy 1.0 in "
+                         f"{np.sum(val_acc[idx] == 1.0)} of {len(idx)}, median "
+                         f"{row['val_accuracy_median']:.4f}; the detector pattern in "
+                         f"{detects[idx].sum()}")
 
     def plots():
         from rnn_jax import plots as P

@@ -17,6 +17,12 @@ Hyperparameters default to the notebook's for each input (scalar: Adam
 Adam 0.01, batch 8, 4 epochs; validation_split 0.2). With `--num_seeds`,
 the report says how many seeds reach the readable solution (`|U - 1|` and
 every `|e_d - d|` at most `--readable_tol`) and what the others found.
+
+With several learning rates (`--learning_rate=0.0003,0.001,0.003,0.01`, each
+trained with the same `--num_seeds` seeds in one program) the report adds a
+table (learning rate, seeds, readable fraction, median val_loss),
+`readable_fraction.png` plots the fraction against the learning rate, and
+metrics.json holds `per_learning_rate`; its per-seed lists are per member.
 """
 
 from __future__ import annotations
@@ -71,6 +77,18 @@ def is_readable(e, U, tol):
     return abs(U - 1.0) <= tol and float(np.max(np.abs(e - DIGITS))) <= tol
 
 
+def per_learning_rate(result, readable, val_loss) -> list[dict]:
+    """One row per swept learning rate: its seeds, how many of them are readable
+    (count and fraction) and the median final val_loss over its seeds."""
+    rows = []
+    for lr in dict.fromkeys(m["learning_rate"] for m in result.members):
+        idx = result.member_indices(learning_rate=lr)
+        rows.append({"learning_rate": lr, "seeds": len(idx), "readable": int(readable[idx].sum()),
+                     "readable_fraction": float(readable[idx].mean()),
+                     "val_loss_median": float(np.median(val_loss[idx]))})
+    return rows
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -82,14 +100,16 @@ def main(argv):
     run = common.Run(f"sum3 ({kind})")
     result = run.fit(make_model_fn(kind), x, y, loss="mean_squared_error", hp=hp)
 
-    n = result.num_seeds
+    n = result.num_members
+    lrs = common.learning_rates(hp)
     val_loss = np.atleast_1d(result.history.get("val_loss", result.history["loss"])[..., -1])
     per_seed = [digit_weights(result.model(i), kind) for i in range(n)]
     readable = np.array([is_readable(e, U, FLAGS.readable_tol) for e, U, _, _ in per_seed])
 
     model0 = result.model(0)
     e0, U0, W0, b0 = per_seed[0]
-    lines = [f"seed {FLAGS.seed}: predictions for the last 5 samples",
+    first = f"seed {FLAGS.seed}" + (f", learning_rate {lrs[0]:g}" if lrs else "")
+    lines = [f"{first}: predictions for the last 5 samples",
              "  digits      label  prediction"]
     pred = np.asarray(model0(x[-5:]))
     for d, lab, p in zip(ids[-5:], y[-5:, 0], pred[:, 0]):
@@ -123,7 +143,9 @@ def main(argv):
     if n > 1:
         frac = float(readable.mean())
         extra["readable_fraction"] = frac
-        lines.append(f"{n} seeds: {readable.sum()} reach the readable solution "
+        who = (f"{n} members ({len(lrs)} learning rates x {result.num_seeds} seeds)" if lrs
+               else f"{n} seeds")
+        lines.append(f"{who}: {readable.sum()} reach the readable solution "
                      f"({100 * frac:.0f}%); their median val_loss "
                      f"{np.median(val_loss[readable]) if readable.any() else float('nan'):.3g}")
         groups: dict = {}
@@ -135,11 +157,19 @@ def main(argv):
         if groups:
             lines.append("  the other solutions (U and the slope of e_d ~ slope * d + c, rounded):")
         for (U, slope), members in sorted(groups.items(), key=lambda g: -len(g[1])):
-            lines.append(f"    U ~ {U:+d}, slope ~ {slope:+.1f}: {len(members)} seeds, median "
+            lines.append(f"    U ~ {U:+d}, slope ~ {slope:+.1f}: {len(members)} "
+                         f"{'member' if lrs else 'seed'}{'s' if len(members) > 1 else ''}, median "
                          f"val_loss {np.median(val_loss[members]):.3g}")
         extra["other_solutions"] = [
-            {"U": U, "slope": s, "seeds": [FLAGS.seed + i for i in m]}
+            {"U": U, "slope": s, "seeds": [result.members[i]["seed"] for i in m],
+             **({"learning_rates": [result.members[i]["learning_rate"] for i in m]} if lrs else {})}
             for (U, s), m in groups.items()]
+    if lrs:
+        extra["per_learning_rate"] = per_value = per_learning_rate(result, readable, val_loss)
+        lines.append("  learning rate   seeds   readable   median val_loss")
+        for row in per_value:
+            lines.append(f"  {row['learning_rate']:>13g}   {row['seeds']:5d}   "
+                         f"{100 * row['readable_fraction']:7.0f}%   {row['val_loss_median']:.3g}")
     extra["val_loss_readable_median"] = (float(np.median(val_loss[readable]))
                                          if readable.any() else None)
 
@@ -152,6 +182,13 @@ def main(argv):
         out.append(P.plot_state_trace(trace, run.path("state_trace.png"),
                                       xticklabels=[str(d) for d in ids[-5]],
                                       title="sum3: the carried state h_t (sample -5)"))
+        if lrs:
+            out.append(P.plot_sweep(
+                [r["learning_rate"] for r in per_value],
+                [r["readable_fraction"] for r in per_value], run.path("readable_fraction.png"),
+                xlabel="learning rate", ylabel="readable fraction", ylim=(0, 1),
+                title=f"sum3 ({kind}): readable fraction\n({result.num_seeds} seeds per "
+                      "learning rate)"))
         if n > 1:
             out.append(P.plot_seed_scatter(
                 np.array([s[1] for s in per_seed]), val_loss, run.path("seeds.png"),

@@ -21,7 +21,7 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 """
 
 from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
-                     plots, readout)
+                     plots, readout, sweeps)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNNCell,
                            StackedRNNCells)
@@ -39,7 +39,7 @@ __all__ = [
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
     "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
-    "metrics", "optimizers", "plots", "readout", "use_cpu_cores", "use_processes",
+    "metrics", "optimizers", "plots", "readout", "sweeps", "use_cpu_cores", "use_processes",
 ]
 
 __version__ = "0.1.0"

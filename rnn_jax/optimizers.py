@@ -19,12 +19,17 @@
   as Keras has it.
 
 `get(name, learning_rate=None)` takes a Keras name, with Keras' default
-learning rate when none is given.
+learning rate when none is given. `hyperparameters(name)` lists a named
+optimizer's numeric hyperparameters (what `fit`'s sweeps may vary) and
+`injected(name, values, swept)` builds it with `optax.inject_hyperparams`,
+the `swept` ones held in its state (`state.hyperparams[name]`) rather than
+in the program, so that each `vmap`-ed member can have its own.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +71,7 @@ def adam(learning_rate: float | optax.Schedule = 1e-3, beta_1: float = 0.9,
 def sgd(learning_rate: float | optax.Schedule = 0.01, momentum: float = 0.0,
         nesterov: bool = False) -> optax.GradientTransformation:
     """Keras' SGD: `optax.sgd` (the same update, momentum and Nesterov included)."""
-    return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
+    return optax.sgd(learning_rate, momentum=_momentum(momentum), nesterov=nesterov)
 
 
 def rmsprop(learning_rate: float | optax.Schedule = 1e-3, rho: float = 0.9,
@@ -74,7 +79,16 @@ def rmsprop(learning_rate: float | optax.Schedule = 1e-3, rho: float = 0.9,
             centered: bool = False) -> optax.GradientTransformation:
     """Keras' RMSprop: `optax.rmsprop` with `eps_in_sqrt=True`."""
     return optax.rmsprop(learning_rate, decay=rho, eps=epsilon, eps_in_sqrt=True,
-                         centered=centered, momentum=momentum or None)
+                         centered=centered, momentum=_momentum(momentum))
+
+
+def _momentum(momentum):
+    """optax's momentum argument: None (no momentum trace) for a Python zero; an
+    array (a swept value, held in the optimizer state) always keeps the trace,
+    which with momentum 0 is the plain update (`g + 0 * t = g`)."""
+    if isinstance(momentum, (int, float)) and momentum == 0:
+        return None
+    return momentum
 
 
 _OPTIMIZERS = {"adam": adam, "sgd": sgd, "rmsprop": rmsprop}
@@ -95,3 +109,33 @@ def get(identifier, learning_rate: float | None = None) -> optax.GradientTransfo
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     return _OPTIMIZERS[key](learning_rate)
+
+
+def hyperparameters(identifier) -> dict:
+    """The numeric hyperparameters of a named optimizer and their Keras defaults,
+    e.g. `{'learning_rate': 0.001, 'beta_1': 0.9, 'beta_2': 0.999, 'epsilon': 1e-07}`
+    for `'adam'` (flags such as `nesterov` are not among them)."""
+    key = str(identifier).lower()
+    if key not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {identifier!r}; known: {', '.join(NAMES)}")
+    return {name: p.default for name, p in inspect.signature(_OPTIMIZERS[key]).parameters.items()
+            if isinstance(p.default, float)}
+
+
+def injected(identifier, values: dict, swept: Sequence[str]) -> optax.GradientTransformation:
+    """The named optimizer with `values` (name -> float; the others Keras'
+    defaults), built by `optax.inject_hyperparams` with the `swept` names in its
+    state: `init` returns an `optax.InjectStatefulHyperparamsState` whose
+    `hyperparams[name]` (float32 scalars) `update` reads; change them there to
+    train with other values. The other hyperparameters are constants of the
+    program, as in `get`.
+    """
+    key = str(identifier).lower()
+    known = hyperparameters(key)
+    unknown = sorted(set(swept) - set(known))
+    if unknown:
+        raise ValueError(f"{key} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                         f"its hyperparameters: {', '.join(known)}")
+    factory = _OPTIMIZERS[key]
+    static = [name for name in inspect.signature(factory).parameters if name not in swept]
+    return optax.inject_hyperparams(factory, static_args=static)(**values)

@@ -7,7 +7,8 @@ figures are drawn on matplotlib's `Figure` directly, which renders PNG with
 the Agg backend on a machine without a display and leaves the global pyplot
 backend (a notebook's, say) alone.
 
-Shapes: `E` epochs, `S` seeds, `T` time steps, `U` units, `V` tokens.
+Shapes: `E` epochs, `S` seeds (or members of a sweep), `T` time steps, `U` units,
+`V` tokens (or swept values).
 """
 
 from __future__ import annotations
@@ -211,6 +212,40 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
     ax.set_ylabel(ylabel if ylog_floor is None else f"{ylabel} (log, floor {ylog_floor:g})")
     if ylog_floor is not None:
         ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True,
+               ylim=None) -> str:
+    """One point per swept value (a line through them), e.g. the fraction of
+    seeds that found a solution against the learning rate.
+
+    Args:
+      values: the swept values `(V,)` (x axis, logarithmic with `xlog`).
+      y: one number per value `(V,)`.
+      yerr: optional error bars `(V,)` (e.g. the standard deviation over seeds).
+      ylim: optional `(bottom, top)` of the y axis (e.g. `(0, 1)` for a fraction).
+    """
+    x, y = np.asarray(values, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"plot_sweep: {x.size} values and {y.size} y values")
+    if xlog and not np.all(x > 0):
+        raise ValueError("plot_sweep: a log x axis needs values > 0")
+    order = np.argsort(x)
+    fig, (ax,) = _figure(width=5.0, height=3.6)
+    err = None if yerr is None else np.asarray(yerr, dtype=float).ravel()[order]
+    ax.errorbar(x[order], y[order], yerr=err, marker="o", capsize=3)
+    if xlog:
+        ax.set_xscale("log")
+    ax.set_xticks(x[order], [f"{v:g}" for v in x[order]])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)

@@ -23,6 +23,10 @@ What runs where:
   of epoch `e` from `fold_in(train_key, e)`. Seed `i` of a run with
   `num_seeds=N` uses `key(seed + i)`, so it trains what a separate run with
   `seed + i` trains; the N runs are one program (`jax.vmap` over keys).
+- A sweep (`learning_rate=[...]`, `sweep={...}`; `rnn_jax.sweeps`) adds
+  optimizer (or model-factory) values to the vmapped axis: member `m` has
+  value combination `m // num_seeds` and key `seed + m % num_seeds`, its
+  optimizer values held in its optimizer state (`optax.inject_hyperparams`).
 - Keras' `fit` semantics: `validation_split` takes the last fraction of the
   samples, before any shuffling (`split_at = floor(N * (1 - split))`); the
   training samples are shuffled every epoch (`shuffle=True`); a last partial
@@ -53,6 +57,7 @@ from flax import nnx
 from rnn_jax import losses as losses_lib
 from rnn_jax import metrics as metrics_lib
 from rnn_jax import optimizers as optimizers_lib
+from rnn_jax import sweeps as sweeps_lib
 from rnn_jax.base import check_finite_data
 
 
@@ -302,11 +307,18 @@ class Engine:
         model = nnx.merge(self.graphdef, params, self.rest)
         return model(x, training=training, key=key)
 
-    def init(self, key) -> TrainState:
-        """A fresh `TrainState` from the run's key."""
+    def init(self, key, hyperparams: dict | None = None,
+             model_values: dict | None = None) -> TrainState:
+        """A fresh `TrainState` from the run's key; a sweep member's values
+        (name -> scalar, `rnn_jax.sweeps`): `hyperparams` are written into the
+        optimizer state of an `optax.inject_hyperparams` optimizer,
+        `model_values` passed to the model factory as keyword arguments."""
         init_key, train_key = jax.random.split(key)
-        params = self.init_params(init_key)
-        return TrainState(params, self.optimizer.init(params), train_key,
+        params = self.init_params(init_key, **(model_values or {}))
+        opt_state = self.optimizer.init(params)
+        if hyperparams:
+            opt_state = sweeps_lib.set_values(opt_state, hyperparams)
+        return TrainState(params, opt_state, train_key,
                           jnp.zeros((), jnp.int32), jnp.full((2,), -1, jnp.int32))
 
     def _sums(self, y, y_pred, per_sample_loss, w):
@@ -431,9 +443,15 @@ class FitResult:
 
     Attributes:
       history: Keras' history names -> per-epoch values, `(epochs,)`, or
-        `(num_seeds, epochs)` when `num_seeds > 1`.
-      state: the final `TrainState`, every leaf with a leading seed axis.
-      num_seeds: how many models were trained.
+        `(num_members, epochs)` when there is more than one member.
+      state: the final `TrainState`, every leaf with a leading member axis.
+      num_seeds: the seeds per value combination, as `fit` was given them.
+      num_members: how many models were trained: `num_seeds` times the number
+        of value combinations of a sweep (`rnn_jax.sweeps`), else `num_seeds`.
+      members: one dict per member, in member order: `{'seed': s}`, plus the
+        swept values in a sweep (`{'seed': s, 'learning_rate': 0.003}`).
+        Member `m` has value combination `m // num_seeds` and seed
+        `seed + m % num_seeds`; without a sweep, member `i` is seed index `i`.
       compile_seconds: time to compile the epoch program.
       train_seconds: time spent running epochs (after compilation).
       epoch_seconds: the wall time of each epoch run by this call (its program
@@ -454,24 +472,55 @@ class FitResult:
     epoch_seconds: list = dataclasses.field(default_factory=list)
     diverged: dict = dataclasses.field(default_factory=dict)
     initial_epoch: int = 0
+    num_members: int = 0  # 0: num_seeds
+    members: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.num_members = self.num_members or self.num_seeds
+        if not self.members:
+            self.members = [{"seed": i} for i in range(self.num_members)]
 
     @functools.cached_property
     def _host_params(self):
-        return _to_host(self.state.params)  # fetched once for all the seeds
+        return _to_host(self.state.params)  # fetched once for all the members
 
     def params(self, seed_index: int = 0) -> nnx.State:
-        """The trained parameters of one seed."""
-        if not 0 <= seed_index < self.num_seeds:
-            raise IndexError(f"seed_index {seed_index} out of range for {self.num_seeds} seeds")
+        """The trained parameters of one member (`seed_index` is the member
+        index; without a sweep, the seed index)."""
+        if not 0 <= seed_index < self.num_members:
+            what = "seeds" if self.num_members == self.num_seeds else "members"
+            raise IndexError(f"seed_index {seed_index} out of range for {self.num_members} "
+                             f"{what}")
         return jax.tree.map(lambda a: jnp.asarray(a[seed_index]), self._host_params)
 
     def model(self, seed_index: int = 0):
-        """The trained model of one seed, as a module."""
+        """The trained model of one member (index as in `params`), as a module."""
         return nnx.merge(self.engine.graphdef, self.params(seed_index), self.engine.rest)
 
+    def member_indices(self, **values) -> list[int]:
+        """The members with these values, in member order: e.g.
+        `member_indices(learning_rate=3e-3)` (the `num_seeds` members of that
+        value) or `member_indices(seed=5)` (that seed under every value). A
+        value matches as float32 (as the optimizer state holds it). Raises
+        ValueError for a name that is not swept, or a value no member has."""
+        names = set(self.members[0])
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"no member has {', '.join(unknown)}; members have "
+                             f"{', '.join(sorted(names))}")
+
+        def same(a, b):
+            return np.float32(a) == np.float32(b) if isinstance(b, float) else a == b
+
+        out = [m for m, member in enumerate(self.members)
+               if all(same(v, member[k]) for k, v in values.items())]
+        if not out:
+            raise ValueError(f"no member has {values}")
+        return out
+
     def evaluate(self, x, y) -> dict:
-        """Loss and metrics of every seed's trained model on `(x, y)` (Keras'
-        `evaluate`, in batches of the validation batch size): name -> `(num_seeds,)`
+        """Loss and metrics of every member's trained model on `(x, y)` (Keras'
+        `evaluate`, in batches of the validation batch size): name -> `(num_members,)`
         numpy array."""
         x, y = np.asarray(x), np.asarray(y)
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
@@ -491,7 +540,7 @@ def _model_parts(model, num_seeds):
             raise ValueError(f"{type(model).__name__} is not built: give it input_shape= or "
                              "call it once before fit")
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        return graphdef, rest, lambda key: params
+        return graphdef, rest, lambda key, **values: params
     if not callable(model):
         raise TypeError(f"model must be an nnx.Module or a callable rngs -> Module, got "
                         f"{type(model).__name__}")
@@ -503,8 +552,8 @@ def _model_parts(model, num_seeds):
         raise ValueError("fit trains models whose state is parameters only (no stateful "
                          "layers)")
 
-    def init_params(key):
-        return nnx.split(model(nnx.Rngs(key)), nnx.Param, ...)[1]
+    def init_params(key, **values):  # values: a sweep's model-factory keywords
+        return nnx.split(model(nnx.Rngs(key), **values), nnx.Param, ...)[1]
 
     return graphdef, rest, init_params
 
@@ -538,7 +587,8 @@ def seed_vmap(fn, in_axes=0, **vmap_kw):
 
 
 def init_program(init, mesh, num_seeds: int):
-    """`keys (S,) -> TrainState` (leading seed axis) for `fit`'s init program:
+    """`keys (S,) -> TrainState` (leading seed axis) for `fit`'s init program
+    (the input may be any pytree whose leaves have the leading slot axis):
     `init` of one seed at a time (`jax.lax.map`), on each device over its own
     seeds (`jax.shard_map` over the mesh's `seeds` axis), never `vmap`-ed.
 
@@ -633,10 +683,11 @@ class SeedLayout:
         return (f", on {self.mesh.devices.size} devices: {self.mesh.shape['seeds']} x "
                 f"{self.mesh.shape['batch']} (seeds x batch){pad}")
 
-    def keys(self, seed: int) -> jax.Array:
-        """The run keys of the `padded` slots: `key(seed + i)` for the real seeds,
-        then the first seeds' again."""
-        ids = np.arange(seed, seed + self.num_seeds)
+    def keys(self, seed: int, num_seeds: int | None = None) -> jax.Array:
+        """The run keys of the `padded` slots: `key(seed + i % num_seeds)` for the
+        real slots `i` (`num_seeds` defaults to all of them: `key(seed + i)`; a
+        sweep's members repeat the seeds per value), then the first slots' again."""
+        ids = seed + np.arange(self.num_seeds) % (num_seeds or self.num_seeds)
         return jax.vmap(jax.random.key)(jnp.asarray(np.concatenate([ids, ids[:self.pad]])))
 
     def real(self, tree):
@@ -848,10 +899,17 @@ class Programs:
 
 
 def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: int,
-                     compiler_options: dict | None = None) -> tuple[Engine, Programs]:
+                     compiler_options: dict | None = None, num_seeds: int | None = None,
+                     member_values: dict | None = None) -> tuple[Engine, Programs]:
     """Jit, shard and compile `engine.init` and `engine.run_epoch` over the
     layout's seed slots, and run `init`; returns the engine as configured for
-    the layout and the `Programs`."""
+    the layout and the `Programs`.
+
+    A sweep's slots are its members: slot `m` trains from `key(seed + m %
+    num_seeds)` with the values `member_values[arg][name][m]` (`engine.init`'s
+    keyword `arg` -> name -> `(layout.num_seeds,)`), e.g.
+    `{'hyperparams': {'learning_rate': lrs}}`.
+    """
     mesh = layout.mesh
     if mesh is None:
         vmap_kw, seed_sh, rep_sh = {}, None, None
@@ -866,11 +924,16 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     arrays = data.arrays()
     on_devices = tuple(jnp.asarray(a) if rep_sh is None else jax.device_put(a, rep_sh)
                        for a in arrays)
-    keys = layout.keys(seed)
+    keys = layout.keys(seed, num_seeds)
+    if member_values is None:
+        init, inputs = engine.init, keys
+    else:  # one input pytree: (keys, values), both with a leading slot axis
+        init = functools.wraps(engine.init)(lambda kv: engine.init(kv[0], **kv[1]))
+        inputs = (keys, layout.padded_like(jax.tree.map(jnp.asarray, member_values)))
     t0 = time.perf_counter()
-    init_lowered = jax.jit(init_program(engine.init, mesh, layout.padded),
+    init_lowered = jax.jit(init_program(init, mesh, layout.padded),
                            in_shardings=seed_sh,
-                           out_shardings=seed_sh).lower(keys)
+                           out_shardings=seed_sh).lower(inputs)
     epoch_lowered = jax.jit(
         seed_vmap(engine.run_epoch, in_axes=(0,) + (None,) * len(arrays), **vmap_kw),
         in_shardings=None if mesh is None else (seed_sh,) + (rep_sh,) * len(arrays),
@@ -880,7 +943,7 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         init_future = pool.submit(init_lowered.compile, compiler_options)
         run_epoch = epoch_lowered.compile(compiler_options)
-        state = init_future.result()(keys)
+        state = init_future.result()(inputs)
     jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - t0
 
@@ -919,8 +982,10 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         verbose: int = 1, callbacks: Sequence[Callable] = (),
         compiler_options: dict | None = None, devices: Sequence | None = None, mesh=None,
         print_fn: Callable[[str], None] = print, check_inputs: bool = True,
-        checkpoint_dir: str | None = None, checkpoint_every: int = 10) -> FitResult:
-    """Train like `keras.Model.fit`, compiled, for one seed or `num_seeds` at once.
+        checkpoint_dir: str | None = None, checkpoint_every: int = 10,
+        learning_rate=None, sweep: dict | None = None) -> FitResult:
+    """Train like `keras.Model.fit`, compiled, for one seed or `num_seeds` at
+    once, and for several optimizer values at once (a sweep).
 
     Args:
       model: a built `nnx.Module` (trained in place; `num_seeds` must be 1),
@@ -930,6 +995,26 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       loss: a name from `rnn_jax.losses` or `(y_true, y_pred) -> (B,)`.
       optimizer: a name from `rnn_jax.optimizers` (Keras' defaults) or an
         optax transformation.
+      learning_rate: None (the named optimizer's default), a float (the named
+        optimizer built with it), or a list of floats: a sweep, shorthand for
+        `sweep={'learning_rate': [...]}`.
+      sweep: name -> list of values, trained together with the seeds in
+        one program (`rnn_jax.sweeps`): scalars of the named optimizer
+        (`rnn_jax.optimizers.hyperparameters`: `learning_rate`, adam's
+        `beta_1`, `beta_2`, `epsilon`, sgd's `momentum`, rmsprop's `rho`,
+        `momentum`, `epsilon`), held per member in its optimizer state
+        (`optax.inject_hyperparams`), or keyword arguments of the model
+        factory (e.g. an initializer scale: `make_model(rngs, init_scale=v)`).
+        Several names form a grid (cross product in the order given), and
+        `num_seeds` seeds per combination make `num_members` members:
+        member `m` has combination `m // num_seeds` and trains from
+        `key(seed + m % num_seeds)`; `result.members` says which is which.
+        A member trains what a separate `fit` with its seed and scalar values
+        trains: bitwise on CPU for `learning_rate` and `momentum` (measured);
+        within ~1e-7 relative for betas, `rho` and factory values, which the
+        program rounds from a float32 value where a constant was rounded
+        once from Python's float64 (`1 - beta_1`, `scale / fan`). An optax
+        transformation cannot sweep its values.
       metrics: names (`'accuracy'` resolves as in Keras) or callables.
       batch_size, epochs, validation_split, validation_data, shuffle: Keras'.
       seed, num_seeds: seed `i` trains from `jax.random.key(seed + i)`.
@@ -953,8 +1038,8 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         `validation_data`) with a ValueError naming the array and the first
         bad sample, before compiling (a numpy pass over the data on the host).
 
-      checkpoint_dir: save the training state (parameters, optimizer state,
-        key, epoch, history) there every `checkpoint_every` epochs and after
+      checkpoint_dir: save the training state (parameters, optimizer state
+        with a sweep's values, key, epoch, history) there every `checkpoint_every` epochs and after
         the last (`checkpoints.RunCheckpoints`), and, like Keras'
         `BackupAndRestore`, resume from the newest intact checkpoint found
         there: a rerun of the same `fit` after a crash continues where the
@@ -970,23 +1055,39 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     or saving a checkpoint for it (the last checkpoint stays the last good one).
 
     Returns:
-      a `FitResult` (history, final state, per-seed models). When `model` is
-      a module, its parameters are also updated to the trained ones.
+      a `FitResult` (history, final state, per-member models). When `model`
+      is a module, its parameters are also updated to the trained ones.
     """
     for name, value in (("batch_size", batch_size), ("epochs", epochs), ("num_seeds", num_seeds),
                         ("checkpoint_every", checkpoint_every)):
         _check_positive_int(name, value)
     if validation_batch_size is not None:
         _check_positive_int("validation_batch_size", validation_batch_size)
+    optimizer, grid = sweeps_lib.make_grid(optimizer, learning_rate, sweep, model)
+    members = sweeps_lib.members(seed, num_seeds, grid)
+    num_members = len(members)
+    if grid is not None and num_members > 1 and isinstance(model, nnx.Module):
+        raise ValueError("a sweep trains several models: it needs a model factory `rngs -> "
+                         "model`; got a built module")
     data = split_data(x, y, validation_split, validation_data, check_inputs)
     engine = make_engine(model, data, loss=loss, optimizer=optimizer, metrics=metrics,
                          batch_size=batch_size, validation_batch_size=validation_batch_size,
                          shuffle=shuffle, from_logits=from_logits, num_seeds=num_seeds)
-    layout = seed_layout(num_seeds, devices, mesh)
-    engine, programs = compile_programs(engine, layout, data, seed, compiler_options)
+    layout = seed_layout(num_members, devices, mesh)
+    if grid is None:
+        member_values = None
+    else:
+        opt_values, model_values = sweeps_lib.split_values(grid, grid.member_values(num_seeds))
+        member_values = {"hyperparams": opt_values, "model_values": model_values}
+    engine, programs = compile_programs(engine, layout, data, seed, compiler_options,
+                                        num_seeds=num_seeds, member_values=member_values)
     if verbose:
-        print_fn(f"compiled in {programs.compile_seconds:.2f} s ({num_seeds} seed"
-                 f"{'s' if num_seeds > 1 else ''}, {data.x.shape[0]} training samples, "
+        what = (f"{num_seeds} seed{'s' if num_seeds > 1 else ''}" if grid is None else
+                f"{num_members} members: {len(grid)} value"
+                f"{'s' if len(grid) > 1 else ''} of {', '.join(grid.names)} x {num_seeds} seed"
+                f"{'s' if num_seeds > 1 else ''}")
+        print_fn(f"compiled in {programs.compile_seconds:.2f} s ({what}, "
+                 f"{data.x.shape[0]} training samples, "
                  f"{0 if data.x_val is None else data.x_val.shape[0]} validation"
                  f"{layout.describe()})")
     if checkpoint_dir is None:
@@ -997,7 +1098,7 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     with saver or contextlib.nullcontext():
         state, history = _resume(saver, layout, programs, epochs, verbose, print_fn)
         loop = _EpochLoop(engine, layout, programs, history, epochs, verbose, print_fn,
-                          callbacks, saver, checkpoint_every)
+                          callbacks, saver, checkpoint_every, num_seeds, members)
         loop.run(state)
     result = loop.result()
     if isinstance(model, nnx.Module):
@@ -1010,10 +1111,14 @@ class _EpochLoop:
     back, save."""
 
     def __init__(self, engine, layout, programs, history, epochs, verbose, print_fn,
-                 callbacks, saver, checkpoint_every):
+                 callbacks, saver, checkpoint_every, num_seeds=None, members=None):
         self.engine, self.layout, self.programs = engine, layout, programs
         self.history, self.epochs, self.verbose, self.print_fn = history, epochs, verbose, print_fn
         self.callbacks, self.saver, self.checkpoint_every = callbacks, saver, checkpoint_every
+        # A sweep's slots are members: seeds per value, and which member is which.
+        self.num_seeds = num_seeds or layout.num_seeds
+        self.members = members or sweeps_lib.members(0, layout.num_seeds)
+        self.swept = len(self.members[0]) > 1
         self.names = ["loss", *engine.metrics]
         self.names += [f"val_{k}" for k in self.names]
         self.epoch_seconds = []
@@ -1024,9 +1129,9 @@ class _EpochLoop:
     def result(self) -> FitResult:
         n = self.layout.num_seeds
         return FitResult(stack_history(self.history, n), self.layout.real(self.state),
-                         self.engine, n, self.programs.compile_seconds,
+                         self.engine, self.num_seeds, self.programs.compile_seconds,
                          float(sum(self.epoch_seconds)), list(self.epoch_seconds),
-                         dict(self.diverged), self.initial_epoch)
+                         dict(self.diverged), self.initial_epoch, n, list(self.members))
 
     def run(self, state):
         n = self.layout.num_seeds
@@ -1057,7 +1162,7 @@ class _EpochLoop:
         now = _diverged(self.state, n)
         for i in sorted(set(now) - set(self.diverged)):
             if self.verbose and len(now) < n:
-                self.print_fn(f"seed index {i}: non-finite loss at epoch {now[i][0]}, step "
+                self.print_fn(f"{self._who(i)}: non-finite loss at epoch {now[i][0]}, step "
                               f"{now[i][1]}; its weights stay those before that epoch")
         self.diverged = now
         if len(now) == n:
@@ -1066,9 +1171,19 @@ class _EpochLoop:
             last = None if self.saver is None else self.saver.latest_epoch()
             raise NonFiniteLossError(
                 f"non-finite loss {where}" if n == 1 else
-                f"non-finite loss in every seed (first: seed index {first[0]} {where})",
+                f"non-finite loss in every {'member' if self.swept else 'seed'} (first: "
+                f"{self._who(first[0])} {where})",
                 now, self.result(),
                 None if last is None else os.path.join(self.saver.directory, str(last)))
+
+
+    def _who(self, i: int) -> str:
+        """`'seed index i'`, or in a sweep `'member i (seed 5, learning_rate=0.01)'`."""
+        if not self.swept:
+            return f"seed index {i}"
+        member = self.members[i]
+        values = ", ".join(f"{k}={v:g}" for k, v in member.items() if k != "seed")
+        return f"member {i} (seed {member['seed']}, {values})"
 
 
 def evaluate(model, x, y, *, loss, metrics: Sequence[str] = (), batch_size: int = 32,

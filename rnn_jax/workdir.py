@@ -10,8 +10,9 @@ Layout of `<workdir>/`:
 - `flags.txt`: the flags of the run, one per line (a valid `--flagfile`);
 - `metrics.json`: the final value of every history entry under Keras' names
   (`loss`, `val_loss`, `accuracy`, `val_accuracy`; a list with one value per
-  seed when `num_seeds > 1`) plus the run's own results; only computed
-  values, so a resumed run writes the same file, bitwise;
+  seed when `num_seeds > 1`, per member of a sweep, in the order of its
+  `members` entry) plus the run's own results; only computed values, so a
+  resumed run writes the same file, bitwise;
 - `timing.json`: compile, training and wall-clock seconds of the last command;
 - `history.jsonl`: one JSON object per epoch (`{"epoch": 1, "loss": ...}`);
 - `checkpoints/<epoch>/`: the training state every `--checkpoint_every`
@@ -105,7 +106,9 @@ def write_json(path: str, obj) -> str:
 
 def history_line(epoch: int, logs: dict, num_seeds: int = 1) -> str:
     """One epoch's JSON line, `{"epoch": 1, "loss": ...}`, from `fit`'s per-epoch
-    logs (`(num_seeds,)` arrays: a list per seed when `num_seeds > 1`)."""
+    logs (`(num_seeds,)` arrays: a list per seed when `num_seeds > 1`). For a
+    sweep pass the number of members: the lists are then per member, in
+    `FitResult.members` order."""
     row = {"epoch": epoch}
     for k, v in logs.items():
         v = np.asarray(v).reshape(-1)

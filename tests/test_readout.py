@@ -461,12 +461,19 @@ def test_plots_write_png(tmp_path, rng):
                                 str(tmp_path / "scatter.png"), "W", "U",
                                 color=10.0 ** -rng.integers(1, 8, 9), color_label="val_loss"),
         plots.plot_seed_scatter([1, 2], [3, 4], str(tmp_path / "scatter_plain.png"), "a", "b"),
+        plots.plot_sweep([1e-2, 3e-4, 1e-3], [0.5, 0.2, 0.4], str(tmp_path / "sweep.png"),
+                         "learning rate", "fraction", ylim=(0, 1)),
+        plots.plot_sweep([0.8, 0.9], [0.7, 0.8], str(tmp_path / "sweep_err.png"), "beta_1",
+                         "accuracy", yerr=[0.01, 0.02], xlog=False),
     ]
     assert sorted(p.split("/")[-1] for p in written) == sorted(p.name for p in tmp_path.iterdir())
     for path in written:
         assert_png(path, tmp_path)
     with pytest.raises(ValueError):
         plots.plot_state_trace(trace, str(tmp_path / "bad.png"), xticklabels=[1, 2])
+    assert not (tmp_path / "bad.png").exists()
+    with pytest.raises(ValueError, match="log x axis needs values > 0"):
+        plots.plot_sweep([0.0, 1.0], [1, 2], str(tmp_path / "bad.png"), "x", "y")
     assert not (tmp_path / "bad.png").exists()
 
 

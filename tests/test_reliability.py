@@ -91,6 +91,23 @@ def test_resume_equals_unbroken_run_bitwise(tmp_path, num_seeds):
     np.testing.assert_array_equal(model(x[:7]), unbroken.model(num_seeds - 1)(x[:7]))
 
 
+def test_resume_of_a_sweep_keeps_its_values_and_equals_unbroken_run(tmp_path):
+    """The swept values live in the optimizer state: the checkpoint holds them,
+    and the resumed run trains on with them (a run that lost them would train
+    every member with the first values and fail the comparison)."""
+    x, y = regression_data()
+    kw = dict(FIT, optimizer="adam", learning_rate=[0.003, 0.03], num_seeds=2, seed=1)
+    unbroken = R.fit(lstm_factory, x, y, epochs=4, **kw)
+    R.fit(lstm_factory, x, y, epochs=2, checkpoint_every=1, checkpoint_dir=str(tmp_path), **kw)
+    resumed = R.fit(lstm_factory, x, y, epochs=4, checkpoint_every=1,
+                    checkpoint_dir=str(tmp_path), **kw)
+    assert resumed.initial_epoch == 2 and resumed.members == unbroken.members
+    np.testing.assert_array_equal(resumed.state.opt_state.hyperparams["learning_rate"],
+                                  np.float32([0.003, 0.003, 0.03, 0.03]))
+    assert_same_run(unbroken, resumed)
+    assert not np.allclose(unbroken.history["loss"][0], unbroken.history["loss"][2])
+
+
 def test_checkpoint_every_and_at_the_end(tmp_path):
     x, y = regression_data()
     R.fit(lstm_factory, x, y, epochs=5, checkpoint_every=2, checkpoint_dir=str(tmp_path), **FIT)

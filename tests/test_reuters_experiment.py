@@ -69,6 +69,37 @@ def test_reuters_two_epochs_from_flagfile(tmp_path, model, encoding):
         np.mean(np.argmax(y_te, 1) == np.argmax(counts)))
 
 
+@needs_data
+def test_reuters_learning_rate_sweep(tmp_path):
+    """2 learning rates x 2 seeds, 1 epoch: each member's test accuracy recomputed
+    from its slot of the checkpoint, and the per-value mean and std from those."""
+    proc = run_module("experiments.reuters", "--flagfile=experiments/flags/reuters.flags",
+                      "--model=vanilla", "--epochs=1", "--num_seeds=2",
+                      "--learning_rate=0.001,0.01", f"--data_path={DATA}",
+                      f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [(m["seed"], m["learning_rate"]) for m in metrics["members"]] == [
+        (0, 0.001), (1, 0.001), (0, 0.01), (1, 0.01)]
+    from experiments.reuters import load, make_model_fn
+    from rnn_jax import checkpoints
+
+    _, (x_te, y_te) = load(DATA)
+    acc = []
+    for m in range(4):
+        net = make_model_fn("vanilla", "raw", 49)(nnx.Rngs(3))
+        checkpoints.load_weights(net, str(tmp_path / "checkpoints"), seed_index=m)
+        acc.append(np.mean(np.argmax(np.asarray(net(x_te)), 1) == np.argmax(y_te, 1)))
+    np.testing.assert_allclose(metrics["test_accuracy"], acc, atol=1e-6)
+    for row, idx in zip(metrics["per_learning_rate"], ([0, 1], [2, 3])):
+        a = np.array(acc)[idx]
+        assert row["seeds"] == 2
+        assert row["test_accuracy_mean"] == pytest.approx(a.mean(), abs=1e-6)
+        assert row["test_accuracy_std"] == pytest.approx(a.std(ddof=1), abs=1e-6)
+        assert (f"  learning rate {row['learning_rate']:g}: test accuracy "
+                f"{row['test_accuracy_mean']:.4f} +- {row['test_accuracy_std']:.4f}") in proc.stdout
+
+
 @pytest.mark.parametrize("bad", ["--model=transformer", "--encoding=bytes", "--test_split=1.0",
                                  "--epochs=0", "--epochs=-1", "--batch_size=0",
                                  "--validation_split=1.0", "--validation_split=-0.5",

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import ROOT
 
 SCRIPT = r"""
@@ -143,3 +145,65 @@ def test_fit_two_seeds_per_host_device_does_not_hang():
         raise AssertionError(f"fit hung (killed after {err.timeout} s)") from None
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "ok (4, 1)", proc.stdout[-2000:]
+
+
+SWEEP_SCRIPT = r"""
+import json
+import jax, numpy as np
+import rnn_jax
+
+assert len(jax.devices()) == 4, jax.devices()
+x, y, _ = rnn_jax.datasets.digits.sum_of_digits(200, seed=1)
+
+def make(rngs):
+    return rnn_jax.Sequential([rnn_jax.SimpleRNN(3, rngs=rngs), rnn_jax.Dense(1, rngs=rngs)],
+                              input_shape=(3, 1))
+
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+out = {}
+# 5 members on the default 4 host devices: 8 slots, 3 repeating the first members;
+# 6 members on a 2 x 2 (members x batch) mesh.
+for name, lrs, num_seeds, devices in (("padded", [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], 1, None),
+                                      ("mesh", [1e-2, 3e-2, 1e-1], 2, jax.devices())):
+    kw = dict(loss="mse", batch_size=10, epochs=2, validation_split=0.2, seed=3,
+              num_seeds=num_seeds, learning_rate=lrs, compiler_options=FAST)
+    lines = []
+    many = rnn_jax.fit(make, x, y, devices=devices, print_fn=lines.append, **kw)
+    one = rnn_jax.fit(make, x, y, devices=jax.devices()[:1], verbose=0, **kw)
+    out[name] = {
+        "line": lines[0], "history_shape": list(many.history["loss"].shape),
+        "lr_state": np.asarray(many.state.opt_state.hyperparams["learning_rate"]).tolist(),
+        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in zip(jax.tree.leaves(many.state.params),
+                                          jax.tree.leaves(one.state.params))),
+        "loss_rel_diff": float(np.max(np.abs(many.history["loss"] - one.history["loss"])
+                                      / np.abs(one.history["loss"]))),
+        "distinct": bool(not np.allclose(many.history["loss"][0], many.history["loss"][-1])),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_sweep_on_four_devices_equals_one_device():
+    """A sweep's members spread over devices (padded slots repeat the first
+    members, values included) train what one device trains."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    padded, mesh = results["padded"], results["mesh"]
+    assert padded["line"].endswith("on 4 devices: 4 x 1 (seeds x batch); 3 seed slots repeat "
+                                   "the first seeds)"), padded["line"]
+    assert "5 members: 5 values of learning_rate x 1 seed" in padded["line"]
+    assert padded["history_shape"] == [5, 2]
+    assert mesh["line"].endswith("on 4 devices: 2 x 2 (seeds x batch))"), mesh["line"]
+    assert mesh["history_shape"] == [6, 2]
+    np.testing.assert_allclose(padded["lr_state"], [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], rtol=1e-7)
+    np.testing.assert_allclose(mesh["lr_state"], [1e-2, 1e-2, 3e-2, 3e-2, 1e-1, 1e-1],
+                               rtol=1e-7)
+    for r in (padded, mesh):
+        # Same training up to float rounding (the mesh's sums are reduced across devices).
+        assert r["param_diff"] < 1e-5 and r["loss_rel_diff"] < 1e-5, r
+        assert r["distinct"], r

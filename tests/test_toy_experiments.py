@@ -111,6 +111,66 @@ def test_sum3_many_seeds(tmp_path):
     assert one["val_loss"] == pytest.approx(metrics["val_loss"][1], rel=1e-3, abs=1e-6)
 
 
+def test_sum3_learning_rate_sweep(tmp_path):
+    """Two learning rates x 2 seeds in one command: members, the per-value table
+    and plot, each recomputed from the per-member lists; a member equals the
+    one-value run of its seed and learning rate."""
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      "--epochs=2", "--num_seeds=2", "--seed=4", "--learning_rate=0.001,0.01",
+                      f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_outputs(tmp_path, epochs=2, num_seeds=4)
+    assert metrics["num_seeds"] == 2 and metrics["num_members"] == 4
+    assert metrics["members"] == [{"seed": 4, "learning_rate": 0.001},
+                                  {"seed": 5, "learning_rate": 0.001},
+                                  {"seed": 4, "learning_rate": 0.01},
+                                  {"seed": 5, "learning_rate": 0.01}]
+    assert (tmp_path / "readable_fraction.png").read_bytes()[:8] == PNG
+    readable = np.array(metrics["readable"])
+    val_loss = np.array(metrics["val_loss"])
+    rows = metrics["per_learning_rate"]
+    assert [r["learning_rate"] for r in rows] == [0.001, 0.01]
+    report = (tmp_path / "report.txt").read_text()
+    assert "  learning rate   seeds   readable   median val_loss" in report
+    for r, idx in zip(rows, ([0, 1], [2, 3])):
+        assert r["seeds"] == 2 and r["readable"] == readable[idx].sum()
+        assert r["readable_fraction"] == pytest.approx(readable[idx].mean())
+        assert r["val_loss_median"] == pytest.approx(np.median(val_loss[idx]))
+        line = (f"  {r['learning_rate']:>13g}       2   {100 * r['readable_fraction']:7.0f}%   "
+                f"{r['val_loss_median']:.3g}")
+        assert line in report.splitlines(), (line, report)
+    assert json.loads((tmp_path / "run.json").read_text())["flags"]["learning_rate"] == [0.001,
+                                                                                         0.01]
+    assert "--learning_rate=0.001,0.01" in (tmp_path / "flags.txt").read_text().splitlines()
+    # Member 3 (seed 5, learning rate 0.01) is the one-value run of seed 5 with 0.01.
+    single = tmp_path / "single"
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      "--epochs=2", "--seed=5", "--learning_rate=0.01", f"--workdir={single}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((single / "metrics.json").read_text())
+    assert "members" not in one and "per_learning_rate" not in one
+    assert json.loads((single / "run.json").read_text())["flags"]["learning_rate"] == 0.01
+    assert one["W"] == pytest.approx(metrics["W"][3], rel=1e-4, abs=1e-5)
+    assert one["U"] == pytest.approx(metrics["U"][3], rel=1e-4, abs=1e-5)
+    assert one["val_loss"] == pytest.approx(metrics["val_loss"][3], rel=1e-3, abs=1e-6)
+    assert metrics["W"][3] != pytest.approx(metrics["W"][1], rel=1e-3)  # the values differ
+
+
+def test_learning_rate_flag_keeps_one_value_a_float():
+    """One value parses to the float a float flag gave (so run.json, and with it
+    the resuming of existing workdirs, is unchanged); a list to floats; both
+    serialise back to what parses to them."""
+    from experiments.common import LearningRatesParser
+
+    p = LearningRatesParser()
+    one = p.parse("0.001")
+    assert one == 0.001 and type(one) is float
+    assert p.parse("3e-4, 0.001,0.01") == [0.0003, 0.001, 0.01]
+    for value in (0.001, 0.1 + 0.2, [0.0003, 0.001]):
+        assert p.parse(p.serialize(value)) == value
+    assert p.serialize(0.001) == "0.001"
+
+
 def test_toy_runs_compile_cheaply_for_one_seed_only():
     # XLA's cheaper optimisation trains many seeds 5-6x slower (see the
     # docstring's figures), so only a one-seed run on CPU asks for it.
@@ -161,7 +221,8 @@ def test_contains4_from_flagfile(tmp_path, flagfile):
 # Every training flag's bad values, and unknown names, for both toy experiments.
 BAD_FLAGS = ["--epochs=0", "--epochs=-1", "--batch_size=0", "--batch_size=-1",
              "--validation_split=1.0", "--validation_split=-0.1", "--learning_rate=0.0",
-             "--num_seeds=0", "--no_such_flag=1"]
+             "--num_seeds=0", "--no_such_flag=1", "--learning_rate=0.001,0.0",
+             "--learning_rate=0.01,0.01", "--learning_rate=0.001,fast"]
 
 
 @pytest.mark.parametrize("module,bad", [("experiments.sum3", b) for b in BAD_FLAGS]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 
 import jax
@@ -795,6 +796,188 @@ def test_same_call_is_bitwise_identical(seed_runs):
         np.testing.assert_array_equal(again.history[name], values)
     for a, b in zip(param_leaves(again.params()), param_leaves(singles[0].params()), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# -- 10. sweeps: optimizer values vmapped with the seeds -----------------------------------------
+
+SWEEP_FIT = dict(SEED_FIT, optimizer="adam")
+SWEEP_LRS = [0.05, 0.02]
+
+
+@pytest.fixture(scope="module")
+def sweep_runs():
+    """`fit(learning_rate=[0.05, 0.02], seed=5, num_seeds=2)` and the four separate
+    runs of its members (one seed, a scalar learning rate each)."""
+    x, y = regression_data(np.random.default_rng(3))
+    swept = rnn_jax.fit(small_factory, x, y, seed=5, num_seeds=2, learning_rate=SWEEP_LRS,
+                        **SWEEP_FIT)
+    separate = {(lr, 5 + i): rnn_jax.fit(small_factory, x, y, seed=5 + i, learning_rate=lr,
+                                         **SWEEP_FIT)
+                for lr in SWEEP_LRS for i in range(2)}
+    return x, y, swept, separate
+
+
+def test_sweep_members_are_values_times_seeds(sweep_runs):
+    _, _, swept, _ = sweep_runs
+    assert swept.num_seeds == 2 and swept.num_members == 4
+    assert swept.members == [{"seed": 5, "learning_rate": 0.05}, {"seed": 6, "learning_rate": 0.05},
+                             {"seed": 5, "learning_rate": 0.02}, {"seed": 6, "learning_rate": 0.02}]
+    assert swept.history["loss"].shape == (4, SWEEP_FIT["epochs"])
+    assert swept.member_indices(learning_rate=0.02) == [2, 3]
+    assert swept.member_indices(seed=6) == [1, 3]
+    assert swept.member_indices(learning_rate=0.05, seed=6) == [1]
+    with pytest.raises(ValueError, match="no member has"):
+        swept.member_indices(learning_rate=0.03)
+    with pytest.raises(ValueError, match="no member has beta_1"):
+        swept.member_indices(beta_1=0.9)
+    with pytest.raises(IndexError, match="out of range for 4 members"):
+        swept.params(4)
+
+
+def test_sweep_member_equals_a_separate_run(sweep_runs):
+    """Each member trains what a separate `fit` with its seed and its scalar
+    learning rate trains. On CPU bitwise (measured: the learning rate read
+    from the optimizer state rounds as the constant does); `SEEDS_TOL` leaves
+    room for a backend that batches the matmuls differently."""
+    _, _, swept, separate = sweep_runs
+    bitwise = jax.default_backend() == "cpu"
+    for m, member in enumerate(swept.members):
+        single = separate[(member["learning_rate"], member["seed"])]
+        for name, values in single.history.items():
+            if bitwise:
+                np.testing.assert_array_equal(swept.history[name][m], values, err_msg=str(member))
+            else:
+                np.testing.assert_allclose(swept.history[name][m], values, **SEEDS_TOL)
+        for a, b in zip(param_leaves(swept.params(m)), param_leaves(single.params()), strict=True):
+            if bitwise:
+                np.testing.assert_array_equal(a, b, err_msg=str(member))
+            else:
+                np.testing.assert_allclose(a, b, **SEEDS_TOL)
+    # The values really train differently: same seed, same initial weights, other losses.
+    assert not np.allclose(swept.history["loss"][0], swept.history["loss"][2])
+
+
+def test_sweep_state_holds_each_members_value(sweep_runs):
+    _, _, swept, separate = sweep_runs
+    hp = swept.state.opt_state.hyperparams
+    assert set(hp) == {"learning_rate"}
+    np.testing.assert_array_equal(hp["learning_rate"],
+                                  np.float32([m["learning_rate"] for m in swept.members]))
+    # Without a sweep the optimizer is the plain one, its value in the program.
+    single = separate[(0.05, 5)]
+    assert isinstance(single.state.opt_state, optimizers.KerasAdamState)
+
+
+def test_sweep_value_scales_the_first_step(rng):
+    """SGD, one full-batch step from the same weights: each member's update is
+    `-lr * gradient`, so the updates of two values are in the ratio of the values
+    (a member that trained with another member's value would fail this)."""
+    x, y = regression_data(rng, n=12)
+    lrs = [0.1, 0.025, 0.4]
+    result = rnn_jax.fit(small_factory, x, y, loss="mse", optimizer="sgd", learning_rate=lrs,
+                         batch_size=12, epochs=1, shuffle=False, seed=2, verbose=0,
+                         compiler_options=FAST)
+    start = param_leaves(nnx.split(small_factory(nnx.Rngs(jax.random.split(
+        jax.random.key(2))[0])), nnx.Param, ...)[1])
+    deltas = [[a - s for a, s in zip(param_leaves(result.params(m)), start)] for m in range(3)]
+    for m in (1, 2):
+        for d, d0 in zip(deltas[m], deltas[0]):
+            np.testing.assert_allclose(d, d0 * lrs[m] / lrs[0], rtol=1e-4, atol=1e-7)
+    assert any(np.abs(d).max() > 1e-3 for d in deltas[0])
+
+
+def test_sweep_grid_is_the_cross_product_and_matches_separate_runs():
+    """Two names form a grid, the last varying fastest. beta_1 is not bitwise:
+    a constant `1 - beta_1` is rounded once from the float64 value, the swept
+    one is `1 - float32(beta_1)` in float32 (measured: ~1e-7 relative after 3
+    epochs, so `SEEDS_TOL`)."""
+    x, y = regression_data(np.random.default_rng(3))
+    swept = rnn_jax.fit(small_factory, x, y, seed=5, num_seeds=1, learning_rate=[0.05, 0.02],
+                        sweep={"beta_1": [0.8, 0.9]}, **SWEEP_FIT)
+    assert [(m["learning_rate"], m["beta_1"]) for m in swept.members] == [
+        (0.05, 0.8), (0.05, 0.9), (0.02, 0.8), (0.02, 0.9)]
+    assert all(m["seed"] == 5 for m in swept.members)
+    single = rnn_jax.fit(small_factory, x, y, seed=5, **dict(
+        SWEEP_FIT, optimizer=optimizers.adam(0.02, beta_1=0.8)))
+    for name, values in single.history.items():
+        np.testing.assert_allclose(swept.history[name][2], values, **SEEDS_TOL)
+    for a, b in zip(param_leaves(swept.params(2)), param_leaves(single.params()), strict=True):
+        np.testing.assert_allclose(a, b, **SEEDS_TOL)
+    assert not np.allclose(swept.history["loss"][2], swept.history["loss"][3])
+
+
+def scaled_factory(rngs, init_scale=1.0):
+    """`small_factory` whose SimpleRNN kernel is Glorot-uniform times `init_scale`
+    (Keras' `VarianceScaling(init_scale, 'fan_avg', 'uniform')`)."""
+    init = rnn_jax.initializers.variance_scaling(init_scale, "fan_avg", "uniform")
+    return rnn_jax.Sequential([rnn_jax.SimpleRNN(2, kernel_initializer=init, rngs=rngs),
+                               rnn_jax.Dense(1, rngs=rngs)], input_shape=(3, 1))
+
+
+def test_sweep_of_a_model_factory_keyword_equals_separate_runs():
+    """An initializer scale the factory takes as a keyword is swept like an
+    optimizer value (here with an optax transformation as the optimizer, which
+    only optimizer sweeps refuse). `SEEDS_TOL`: the traced scale is divided by
+    the fan in float32, a constant in float64 first."""
+    x, y = regression_data(np.random.default_rng(3))
+    scales = [0.7, 3.0]
+    swept = rnn_jax.fit(scaled_factory, x, y, seed=5, num_seeds=2, sweep={"init_scale": scales},
+                        **SEED_FIT)
+    assert [(m["init_scale"], m["seed"]) for m in swept.members] == [
+        (0.7, 5), (0.7, 6), (3.0, 5), (3.0, 6)]
+    for m, member in enumerate(swept.members):
+        single = rnn_jax.fit(functools.partial(scaled_factory, init_scale=member["init_scale"]),
+                             x, y, seed=member["seed"], **SEED_FIT)
+        for name, values in single.history.items():
+            np.testing.assert_allclose(swept.history[name][m], values, **SEEDS_TOL,
+                                       err_msg=str(member))
+        for a, b in zip(param_leaves(swept.params(m)), param_leaves(single.params()),
+                        strict=True):
+            np.testing.assert_allclose(a, b, **SEEDS_TOL, err_msg=str(member))
+    assert not np.allclose(swept.history["loss"][0], swept.history["loss"][2])
+
+
+# case -> (fit's sweep arguments, the message)
+SWEEP_ERRORS = {
+    "empty list": (dict(learning_rate=[]), "'learning_rate': the list of values is empty"),
+    "lr = 0": (dict(learning_rate=[0.01, 0.0]), "learning_rate must be > 0, got 0.0"),
+    "scalar lr < 0": (dict(learning_rate=-1.0), "learning_rate must be > 0, got -1.0"),
+    "duplicate": (dict(learning_rate=[0.01, 0.02, 0.01]), "the value 0.01 is given twice"),
+    "unknown name": (dict(sweep={"rho": [0.9]}), "cannot sweep 'rho': adam has no such "
+                     r"hyperparameter \(its hyperparameters: learning_rate, beta_1, beta_2, "
+                     r"epsilon\) and the model factory takes no such keyword"),
+    "init_scale, factory without it": (dict(sweep={"init_scale": [1.0]}),
+                                       "cannot sweep 'init_scale'"),
+    "flag, not a value": (dict(sweep={"nesterov": [True]}, optimizer="sgd"),
+                          "cannot sweep 'nesterov'"),
+    "beta_1 = 1": (dict(sweep={"beta_1": [1.0]}), r"beta_1 must be in \[0, 1\), got 1.0"),
+    "not a list": (dict(sweep={"beta_1": 0.9}), "give a list of values"),
+    "both ways": (dict(learning_rate=0.01, sweep={"learning_rate": [0.1]}),
+                  "learning_rate is given both"),
+    "empty sweep": (dict(sweep={}), "sweep is empty"),
+    "seed": (dict(sweep={"seed": [1.0, 2.0]}), "cannot sweep 'seed'"),
+    "optax transformation": (dict(learning_rate=[0.1, 0.2], optimizer=optax.sgd(0.1)),
+                             "needs a named optimizer"),
+    "built module": (dict(learning_rate=[0.1, 0.2], model="built"), "needs a model factory"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_ERRORS))
+def test_sweep_errors(rng, case):
+    changes, message = SWEEP_ERRORS[case]
+    changes = dict(changes)
+    model = small_factory(nnx.Rngs(0)) if changes.pop("model", None) == "built" else small_factory
+    x, y = regression_data(rng, n=10)
+    with pytest.raises(ValueError, match=message):
+        rnn_jax.fit(model, x, y, loss="mse", verbose=0, **changes)
+
+
+def test_scalar_learning_rate_is_the_named_optimizer_built_with_it(sweep_runs):
+    x, y, _, separate = sweep_runs
+    direct = rnn_jax.fit(small_factory, x, y, seed=5, **dict(SWEEP_FIT,
+                                                               optimizer=optimizers.adam(0.05)))
+    for name, values in direct.history.items():
+        np.testing.assert_array_equal(separate[(0.05, 5)].history[name], values)
 
 
 # -- 11. dropout --------------------------------------------------------------------------------
