@@ -17,7 +17,7 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 `rnn_jax.use_processes(...)` joins several processes (hosts) into one run;
 `with rnn_jax.check_inputs(): ...` makes every layer refuse NaN / inf inputs;
 `with rnn_jax.jax_lstm_gradients(): ...` lets forward-mode autodiff
-(`jax.jacfwd`, `jax.hessian`) through LSTM layers on CPU.
+(`jax.jacfwd`, `jax.hessian`) through LSTM and SimpleRNN layers on CPU.
 """
 
 from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,

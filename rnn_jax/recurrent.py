@@ -19,7 +19,8 @@ How a call runs (inputs `x` `(B, T, D)`):
    without active dropout (Keras' default activations) is instead
    differentiated by `lstm_scan`'s hand-written backward pass, which keeps
    half as many arrays a step and forms the weight gradients after the loop
-   (Reuters LSTM epoch: 97 -> 85 ms; see `scan_cell(lstm_vjp=)`).
+   (Reuters LSTM epoch: 97 -> 85 ms; see `scan_cell(lstm_vjp=)`), and so is
+   a SimpleRNN of more than one unit, by `simple_rnn_scan`'s.
 
 `go_backwards=True` reads the sequence from the end and, as in Keras, returns
 the output sequence in that reversed order. The layers are plain NNX modules:
@@ -244,10 +245,12 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         it (False). Default: inside on CPU, before on other backends (see the
         module docstring).
       lstm_vjp: differentiate an LSTM through `lstm_scan`'s hand-written
-        backward pass (True) or through JAX's transpose of the scan (False).
-        Used only where it applies (`lstm_vjp_applies`: an `LSTMCell` with
-        Keras' default activations, no mask, no active dropout); the forward
-        values are the same either way. Default: on CPU, where it measured
+        backward pass, and a SimpleRNN through `simple_rnn_scan`'s (True), or
+        either through JAX's transpose of the scan (False). Used only where
+        it applies (`lstm_vjp_applies`: an `LSTMCell` with Keras' default
+        activations; `simple_rnn_vjp_applies`: a `SimpleRNNCell` of more than
+        one unit with a `tanh`, linear or `relu` activation; both without a
+        mask or active dropout); the forward values are the same either way. Default: on CPU, where it measured
         faster, unless `jax_lstm_gradients()` is on; elsewhere it is
         unmeasured, so off.
 
@@ -261,6 +264,10 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
     if lstm_vjp and mask is None and masks is None and lstm_vjp_applies(cell):
         return lstm_scan(cell, params, x, states, go_backwards=go_backwards, unroll=unroll,
                          return_sequences=return_sequences, project_in_loop=project_in_loop)
+    if lstm_vjp and mask is None and masks is None and simple_rnn_vjp_applies(cell):
+        return simple_rnn_scan(cell, params, x, states, go_backwards=go_backwards,
+                               unroll=unroll, return_sequences=return_sequences,
+                               project_in_loop=project_in_loop)
     # z_t = x_t W + b_x inside the loop from x, or (B, T, G*U) in one matmul before it
     z_TxB, mask_TxBx1 = time_major(x if project_in_loop else cell.project(params, x, masks),
                                    mask, go_backwards)
@@ -300,18 +307,20 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
 _JAX_LSTM_GRADIENTS = _Switch()  # set by jax_lstm_gradients()
 
 
+
 class jax_lstm_gradients(_Setting):
-    """Differentiates LSTM layers by JAX's own transpose of the scan instead
-    of `lstm_scan`'s hand-written backward pass (default: off, so on CPU the
-    hand-written one runs where it applies).
+    """Differentiates LSTM and SimpleRNN layers by JAX's own transpose of the
+    scan instead of the hand-written backward passes of `lstm_scan` and
+    `simple_rnn_scan` (default: off, so on CPU the hand-written ones run
+    where they apply).
 
         rnn_jax.jax_lstm_gradients()        # from now on
         with rnn_jax.jax_lstm_gradients():  # inside the block only
             jac = jax.jacfwd(f)(x)
 
-    `lstm_scan` is a `jax.custom_vjp`, which JAX can differentiate in
-    reverse mode only (`grad`, `vjp`, `jacrev`); forward mode (`jvp`,
-    `jacfwd`, `hessian`, `linearize`) through an LSTM layer on CPU needs
+    Both are `jax.custom_vjp`s, which JAX can differentiate in reverse mode
+    only (`grad`, `vjp`, `jacrev`); forward mode (`jvp`, `jacfwd`,
+    `hessian`, `linearize`) through an LSTM or SimpleRNN layer on CPU needs
     this switch, or JAX refuses it ("can't apply forward-mode autodiff (jvp)
     to a custom_vjp function"). Values and gradients are the same either way
     to float rounding. Like `check_inputs`, the switch is process-wide, read
@@ -366,6 +375,126 @@ def lstm_vjp_applies(cell) -> bool:
     `recurrent_activation='sigmoid'`, whose derivatives it writes out."""
     return (type(cell) is LSTMCell and cell.activation is activations.get("tanh")
             and cell.recurrent_activation is activations.get("sigmoid"))
+
+
+def _weight_gradients(params, x_TxB, hprev_TxB, dz_TxB):
+    r"""The gradients of a cell's weights and inputs from the pre-activation
+    cotangents :math:`\delta z_t` `(T, B, G*U)` of every step, each one matmul
+    over all steps and the batch: :math:`\bar W = \sum_t x_t^\top \delta z_t`,
+    :math:`\bar U = \sum_t h_{t-1}^\top \delta z_t`,
+    :math:`\bar b = \sum_{t,b} \delta z_t`, :math:`\bar x_t = \delta z_t W^\top`.
+
+    Returns `(d_params, dx (T, B, D))`.
+    """
+    dz_N = dz_TxB.reshape(-1, dz_TxB.shape[-1])  # (T*B, G*U)
+
+    def summed_outer(a_TxBxF):  # contract the (T*B) axis
+        return jax.lax.dot_general(a_TxBxF.reshape(dz_N.shape[0], -1), dz_N,
+                                   (((0,), (0,)), ((), ())))
+
+    d_params = {"kernel": summed_outer(x_TxB), "recurrent_kernel": summed_outer(hprev_TxB)}
+    if "bias" in params:
+        # A matvec, not `sum(axis=0)`: XLA's CPU backend turns that sum
+        # into a windowed reduction that took 10 ms (40x one seed's) for
+        # 5 seeds of a Reuters batch under vmap.
+        d_params["bias"] = jnp.ones((dz_N.shape[0],), dz_N.dtype) @ dz_N
+    dx_TxB = (dz_N @ params["kernel"].T).reshape(x_TxB.shape)
+    return d_params, dx_TxB
+
+
+# The derivative f'(a) of a SimpleRNN activation, written in its output h = f(a).
+_DERIVATIVE_FROM_OUTPUT = {
+    "tanh": lambda h: 1 - h * h,
+    "linear": None,  # f' = 1
+    "relu": lambda h: (h > 0).astype(h.dtype),
+}
+
+
+def simple_rnn_vjp_applies(cell) -> bool:
+    """Whether `simple_rnn_scan`'s backward pass is this cell's: a
+    `SimpleRNNCell` (not a subclass) whose activation is `tanh`, linear or
+    `relu` (derivatives written in the outputs) and with more than one unit
+    (for one unit JAX's transpose measured faster: see `simple_rnn_scan`)."""
+    return type(cell) is SimpleRNNCell and cell.units > 1 and any(
+        cell.activation is activations.get(name) for name in _DERIVATIVE_FROM_OUTPUT)
+
+
+def _activation_name(cell) -> str:
+    return next(n for n in _DERIVATIVE_FROM_OUTPUT if cell.activation is activations.get(n))
+
+
+def simple_rnn_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
+                    return_sequences=False, project_in_loop=True):
+    r"""An unmasked SimpleRNN without dropout as one `jax.lax.scan`, with a
+    hand-written backward pass (as `lstm_scan`); the same values as
+    `scan_cell`'s scan.
+
+    The forward loop keeps, per step, :math:`h_{t-1}` and :math:`h_t`, each
+    `(T, B, U)`. The backward loop carries :math:`\delta h` back from the
+    last step, adding the outputs' cotangent :math:`\bar y_t`:
+
+    .. math::
+
+        \delta h \mathrel{+}= \bar y_t, \quad
+        \delta a_t = \delta h \, f'(a_t), \quad
+        \delta h_{t-1} = \delta a_t U^\top
+
+    with :math:`f'` written in :math:`h_t = f(a_t)` (`tanh`: :math:`1 - h_t^2`),
+    and stacks :math:`\delta a_t`; the weight gradients are then one matmul
+    each over all steps and the batch (`_weight_gradients`).
+
+    Why: JAX's transpose of the scan accumulates :math:`\bar U` inside the
+    backward loop, a `(B, U)^\top (B, U)` dot with a transposed operand and
+    an add every step; under `vmap` over 5 seeds that dot took 128 us a step
+    (14 us for one seed) for notebook 004's SimpleRNN(50).
+
+    Args: as `lstm_scan`, for a `SimpleRNNCell` for which `simple_rnn_vjp_applies`.
+
+    Returns:
+      `(final_states, last_output (B, U), outputs (B, T, U) or None)`.
+    """
+    x_TxB, _ = time_major(x, None, go_backwards)
+    unroll_arg = _unroll_arg(unroll, x.shape[1])
+    derivative = _DERIVATIVE_FROM_OUTPUT[_activation_name(cell)]
+
+    def forward(params, x_TxB, states, keep):
+        """`((final_states, outputs (T, B, U)), kept h_{t-1} or None)`."""
+        z_TxB = x_TxB if project_in_loop else cell.project(params, x_TxB)
+        final, outs, kept = _scan_states(
+            _advance(cell, params, None, project_in_loop), z_TxB, states,
+            unroll_arg=unroll_arg, return_sequences=return_sequences or keep,
+            keep=(lambda st, gates: st[0]) if keep else None)
+        return (final, outs), kept
+
+    @jax.custom_vjp
+    def run(params, x_TxB, states):
+        return forward(params, x_TxB, states, keep=False)[0]
+
+    def run_fwd(params, x_TxB, states):
+        (final, outs), hprev_s = forward(params, x_TxB, states, keep=True)
+        return (final, outs if return_sequences else None), (params, x_TxB, hprev_s, outs)
+
+    def run_bwd(saved, cotangents):
+        params, x_TxB, hprev_s, h_s = saved
+        (d_final_h,), d_outs = cotangents
+        rk_T = params["recurrent_kernel"].T
+
+        def body(dh, step):
+            h, dy = step
+            if dy is not None:
+                dh = dh + dy
+            da = dh if derivative is None else dh * derivative(h)
+            return da @ rk_T, da
+
+        dh0, da_TxB = jax.lax.scan(body, d_final_h, (h_s, d_outs), reverse=True,
+                                   unroll=unroll_arg)
+        d_params, dx_TxB = _weight_gradients(params, x_TxB, hprev_s, da_TxB)
+        return d_params, dx_TxB, (dh0,)
+
+    run.defvjp(run_fwd, run_bwd)
+    final_states, outs_TxB = run(params, x_TxB, tuple(states))
+    outputs = None if outs_TxB is None else jnp.swapaxes(outs_TxB, 0, 1)
+    return final_states, final_states[0], outputs
 
 
 def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
@@ -455,19 +584,7 @@ def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
         (dh0, dc0), dz_TxB = jax.lax.scan(
             body, (d_final.h, d_final.c), (i_s, f_s, g_s, o_s, cprev_s, d_outs),
             reverse=True, unroll=unroll_arg)
-        dz_N = dz_TxB.reshape(-1, dz_TxB.shape[-1])  # (T*B, 4U)
-        over_steps = (((0,), (0,)), ((), ()))  # contract the (T*B) axis
-
-        def summed_outer(a_TxBxF):
-            return jax.lax.dot_general(a_TxBxF.reshape(dz_N.shape[0], -1), dz_N, over_steps)
-
-        d_params = {"kernel": summed_outer(x_TxB), "recurrent_kernel": summed_outer(hprev_s)}
-        if "bias" in params:
-            # A matvec, not `sum(axis=0)`: XLA's CPU backend turns that sum
-            # into a windowed reduction that took 10 ms (40x one seed's) for
-            # 5 seeds of a Reuters batch under vmap.
-            d_params["bias"] = jnp.ones((dz_N.shape[0],), dz_N.dtype) @ dz_N
-        dx_TxB = (dz_N @ params["kernel"].T).reshape(x_TxB.shape)
+        d_params, dx_TxB = _weight_gradients(params, x_TxB, hprev_s, dz_TxB)
         return d_params, dx_TxB, LSTMState(dh0, dc0)
 
     run.defvjp(run_fwd, run_bwd)

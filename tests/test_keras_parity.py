@@ -447,6 +447,53 @@ def test_lstm_gradients_match_keras(keras, rng, options):
     assert_same([k.numpy() for k in k_grads], [*(by_name[n] for n in names), gx, gh0, gc0])
 
 
+@pytest.mark.parametrize("options", [
+    dict(), dict(return_sequences=True), dict(go_backwards=True, activation="relu"),
+    dict(return_sequences=True, go_backwards=True, use_bias=False, activation="linear"),
+    dict(unroll=True),
+], ids=["last", "sequences", "backwards_relu", "sequences_backwards_no_bias_linear", "unroll"])
+def test_simple_rnn_gradients_match_keras(keras, rng, options):
+    """The gradient of a loss of a SimpleRNN's output and final state with
+    respect to every weight, the inputs and the initial state equals Keras'
+    (a TF `GradientTape`). On CPU this SimpleRNN is differentiated by
+    `simple_rnn_scan`'s hand-written backward pass (`test_transforms` checks
+    that it is)."""
+    import tensorflow as tf
+
+    jl = rnn_jax.SimpleRNN(U, return_state=True, input_shape=(T, D), rngs=nnx.Rngs(0),
+                           **options)
+    if jl.cell.use_bias:
+        jl.cell.bias[...] = jl.cell.bias[...] + rng.normal(size=(U,)).astype("float32")
+    kl = rnn_jax.to_keras(jl)
+    x = inputs(rng)
+    (h0,) = random_states(rng, [U])
+    w_out = rng.normal(size=(B, T, U) if options.get("return_sequences") else (B, U))
+    w_out, w_h = w_out.astype("float32"), rng.normal(size=(B, U)).astype("float32")
+
+    def loss(out, h, total):
+        return total(out * w_out) + total(h * w_h)
+
+    tx, th0 = tf.constant(x), tf.constant(h0)
+    with tf.GradientTape() as tape:
+        tape.watch([tx, th0])
+        k_loss = loss(*kl(tx, initial_state=[th0]), tf.reduce_sum)
+    names = [w.name for w in kl.trainable_weights]
+    k_grads = tape.gradient(k_loss, [*kl.trainable_weights, tx, th0])
+
+    graphdef, params, rest = nnx.split(jl, nnx.Param, ...)
+
+    def f(params, x, h0):
+        out, h = nnx.merge(graphdef, params, rest)(x, initial_state=(h0,))
+        return loss(out, h, jax.numpy.sum)
+
+    j_loss, (g_params, gx, gh0) = jax.value_and_grad(f, argnums=(0, 1, 2))(params, x, h0)
+    by_name = {jax.tree_util.keystr(path).split("'")[-2]: g
+               for path, g in jax.tree_util.tree_leaves_with_path(g_params)}
+    assert sorted(by_name) == sorted(names)
+    np.testing.assert_allclose(float(j_loss), float(k_loss), rtol=1e-6)
+    assert_same([k.numpy() for k in k_grads], [*(by_name[n] for n in names), gx, gh0])
+
+
 # -- float64 -------------------------------------------------------------------------
 
 

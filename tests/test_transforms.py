@@ -283,6 +283,54 @@ def test_lstm_vjp_taken_where_it_applies(make, call, expected):
         assert not uses_lstm_vjp(off.jaxpr)
 
 
+@pytest.mark.parametrize("make,call,expected", [
+    (lambda: R.SimpleRNN(U, rngs=nnx.Rngs(0)), {}, True),
+    (lambda: R.SimpleRNN(U, activation="relu", return_sequences=True, go_backwards=True,
+                         rngs=nnx.Rngs(0)), {}, True),
+    (lambda: R.SimpleRNN(U, activation=None, rngs=nnx.Rngs(0)), {}, True),
+    (lambda: R.Bidirectional(R.SimpleRNN(U, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1)), {}, True),
+    (lambda: R.SimpleRNN(1, rngs=nnx.Rngs(0)), {}, False),  # one unit: JAX's transpose
+    (lambda: R.SimpleRNN(U, activation="sigmoid", rngs=nnx.Rngs(0)), {}, False),
+    (lambda: R.SimpleRNN(U, rngs=nnx.Rngs(0)),
+     {"mask": np.arange(T) < np.array([[T], [2], [4]])}, False),
+    (lambda: R.SimpleRNN(U, recurrent_dropout=0.3, rngs=nnx.Rngs(0)),
+     {"training": True, "key": jax.random.key(0)}, False),
+], ids=["tanh", "relu_sequences_backwards", "linear", "bidirectional", "one_unit", "sigmoid",
+        "mask", "dropout_training"])
+def test_simple_rnn_vjp_taken_where_it_applies(make, call, expected):
+    """On CPU an unmasked SimpleRNN of more than one unit without active
+    dropout, with a `tanh`, linear or `relu` activation, runs through
+    `simple_rnn_scan` (a `custom_vjp`); the rest, and `lstm_vjp=False`, take
+    JAX's transpose of the scan (`test_keras_parity` checks the gradients)."""
+    layer = make()
+    x = _x()
+    layer(x)  # builds
+
+    def uses_vjp(jaxpr):
+        return any(e.primitive.name == "custom_vjp_call" for e in _eqns(jaxpr, into_scan=True))
+
+    graphdef, state = nnx.split(layer)
+    forward = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x, **call))(state, x)
+    assert uses_vjp(forward.jaxpr) == (expected and jax.default_backend() == "cpu")
+    if expected:
+        cell = getattr(layer, "cell", None) or layer.forward_layer.cell
+        off = jax.make_jaxpr(lambda p: R.recurrent.scan_cell(
+            cell, p, x, cell.get_initial_state(B), lstm_vjp=False)[1])(cell.params())
+        assert not uses_vjp(off.jaxpr)
+
+
+def test_jax_lstm_gradients_allows_forward_mode_through_simple_rnn():
+    layer = R.SimpleRNN(U, input_shape=(T, D), rngs=nnx.Rngs(0))
+    x = _x()
+    f = jax.jit(lambda x: layer(x))
+    if jax.default_backend() == "cpu":
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jacfwd(f)(x)
+    with R.jax_lstm_gradients():
+        forward = jax.jacfwd(f)(x)
+    np.testing.assert_allclose(forward, jax.jacrev(f)(x), atol=1e-6)
+
+
 def test_jax_lstm_gradients_allows_forward_mode():
     """`lstm_scan` is a `custom_vjp`: on CPU forward-mode autodiff through an
     LSTM is refused unless `jax_lstm_gradients()` is on; with it, `jacfwd`
