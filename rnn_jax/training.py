@@ -664,11 +664,11 @@ class SeedLayout:
 
     num_seeds: int
     mesh: Any = None
-    padded: int = 0
 
-    def __post_init__(self):
+    @property
+    def padded(self) -> int:
         rows = 1 if self.mesh is None else self.mesh.shape["seeds"]
-        object.__setattr__(self, "padded", -(-self.num_seeds // rows) * rows)
+        return -(-self.num_seeds // rows) * rows
 
     @property
     def pad(self) -> int:
