@@ -68,6 +68,15 @@ for num_seeds in (1, 2, 4, 5):
                                               jax.tree.leaves(one.state.params))),
             "loss_diff": float(np.max(np.abs(res.history["loss"] - one.history["loss"]))),
         }
+        # the seeds of each device one at a time (shard_map, then lax.map)
+        mapped = rnn_jax.fit(make, x, yc, verbose=1, print_fn=lines.append, seed_chunk=1, **kw)
+        compiled["5_mapped"] = [l for l in lines if l.startswith("compiled")][-1]
+        padded["mapped_param_diff"] = max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree.leaves(mapped.state.params),
+                            jax.tree.leaves(one.state.params)))
+        padded["mapped_loss_diff"] = float(np.max(np.abs(mapped.history["loss"]
+                                                         - one.history["loss"])))
 default[3] = len(default_devices(3))
 out.append({"default_devices_used": default, "compiled_lines": compiled, "padded": padded})
 print(json.dumps(out))
@@ -94,6 +103,9 @@ def test_fit_on_four_devices_equals_one_device():
     padded = default["padded"]
     assert padded["history_shape"] == [5, 2] and padded["state_seeds"] == 5, padded
     assert padded["param_diff"] < 1e-5 and padded["loss_diff"] < 1e-5, padded
+    assert padded["mapped_param_diff"] < 1e-5 and padded["mapped_loss_diff"] < 1e-5, padded
+    assert lines["5_mapped"].endswith("3 seed slots repeat the first seeds; a device's seeds "
+                                      "one at a time)"), lines
     meshes = {r["num_seeds"]: r["mesh"] for r in results}
     # devices=jax.devices(): gcd(num_seeds, 4) rows of seeds; each minibatch over the rest.
     assert meshes == {1: {"seeds": 1, "batch": 4}, 2: {"seeds": 2, "batch": 2},

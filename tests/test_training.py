@@ -789,6 +789,39 @@ def test_num_seeds_equals_separate_runs(seed_runs):
     assert not np.allclose(multi.history["loss"][0], multi.history["loss"][1])
 
 
+@pytest.mark.parametrize("seed_chunk", [1, 2])
+def test_seeds_run_in_chunks_equal_separate_runs(seed_runs, seed_chunk):
+    # The seeds one (or two) at a time (`jax.lax.map` over chunks) train what
+    # the separate runs train, and say so in the compile line.
+    x, y, multi, singles = seed_runs
+    lines = []
+    chunked = rnn_jax.fit(small_factory, x, y, seed=5, num_seeds=3, seed_chunk=seed_chunk,
+                          **{**SEED_FIT, "verbose": 1}, print_fn=lines.append)
+    at_a_time = "one at a time" if seed_chunk == 1 else "2 at a time"
+    assert lines[0].endswith(f"a device's seeds {at_a_time})"), lines[0]
+    for i, single in enumerate(singles):
+        for name in single.history:
+            np.testing.assert_allclose(chunked.history[name][i], single.history[name],
+                                       **SEEDS_TOL, err_msg=f"seed {5 + i} {name}")
+        for a, b in zip(param_leaves(chunked.params(i)), param_leaves(single.params()),
+                        strict=True):
+            np.testing.assert_allclose(a, b, **SEEDS_TOL, err_msg=f"seed {5 + i}")
+
+
+def test_seed_chunks_default_and_refusals():
+    layout = training.SeedLayout(16)
+    on_cpu = jax.default_backend() == "cpu"
+    # notebook 004's SimpleRNN(50) (~5k parameters, batch 50): one at a time on CPU
+    assert training.seed_chunks(4996, 50, layout).seed_chunk == (1 if on_cpu else None)
+    assert training.seed_chunks(3, 4, layout).seed_chunk is None  # sum3: all vmapped
+    assert training.seed_chunks(4996, 50, training.SeedLayout(1)).seed_chunk is None
+    assert training.seed_chunks(3, 4, layout, requested=4).seed_chunk == 4
+    assert training.seed_chunks(4996, 50, layout, requested=0).seed_chunk is None
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed_chunk must be a non-negative integer"):
+            training.seed_chunks(3, 4, layout, requested=bad)
+
+
 def test_same_call_is_bitwise_identical(seed_runs):
     x, y, _, singles = seed_runs
     again = rnn_jax.fit(small_factory, x, y, seed=5, num_seeds=1, **SEED_FIT)
