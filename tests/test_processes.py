@@ -85,6 +85,7 @@ np.savez(out, params=np.stack(params), devices=len(leaf.sharding.device_set),
 
 
 def run_two_processes(tmp_path, name, num_seeds, cpu_devices):
+    """Both processes of `WORKER`; returns their saved results and the checkpoint dir."""
     port, ckpt = free_port(), tmp_path / f"{name}-ckpt"
     script = WORKER.replace("NUM_SEEDS", str(num_seeds)).replace("FAST", repr(FAST))
     argvs = [[sys.executable, "-c", script, str(i), str(port), str(tmp_path / f"{name}{i}.npz"),
@@ -144,10 +145,7 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     with pytest.raises(IndexError):
         checkpoints.load_weights(model, str(ckpt), seed_index=num_seeds)
 
-    # Both processes again, with a checkpoint at the last epoch: they restore it
-    # (each its own shards) and come back with the same results, training nothing.
-    again, _ = run_two_processes(tmp_path, "run", num_seeds, cpu_devices)
-    np.testing.assert_array_equal(again[0]["params"], outs[0]["params"])
+    # (Restoring across processes: the test below.)
 
 
 def sum3(workdir, *extra):
