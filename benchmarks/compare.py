@@ -17,7 +17,8 @@ Workloads (`benchmarks.workloads` defines the data and sizes; each framework's
 4. `seeds`: sum3 with 1, 8, 64 and 512 models trained at once.
 5. `reuters_seeds` (rnn_jax only): the Reuters LSTM(50) epoch with 1, 2, 5, 16
    and 64 seeds trained at once (`fit(num_seeds=S)` over every core's host
-   device), models per second = S / epoch time.
+   device), models per second = S / epoch time, and the epoch against one
+   seed's epoch measured just before and after it in the same worker.
 6. `notebook_table` (not in the default list; `--workloads=notebook_table`):
    notebook 004's four models x 5 seeds x `--notebook_epochs` (200) epochs;
    rnn_jax end to end (a model's 5 seeds in one fit), Keras estimated from a

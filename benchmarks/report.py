@@ -283,15 +283,24 @@ def _records(outputs, fw, kind):
 
 def reuters_seeds_summary(outputs, tasks) -> dict:
     """`{"reuters_seeds": {seeds: {epoch_seconds, models_per_second, vs_1}, devices,
-    layouts}}` from rnn_jax's median epoch times; `{}` when not run."""
+    layouts}}` from rnn_jax's median epoch times; `{}` when not run. `vs_1` is
+    against the one-seed epochs measured beside that task (`one_seed_times`)
+    where the worker gave them, else against the one-seed task's median."""
     recs = _records(outputs, "rnn_jax_fit", "reuters_seeds")
     if not recs:
         return {}
     med = {r["task"]["num_seeds"]: float(np.median(r["times"])) for r in recs}
-    one = med.get(1)
+    beside = {r["task"]["num_seeds"]: float(np.median(r["one_seed_times"]))
+              for r in recs if r.get("one_seed_times")}
+
+    def vs_1(s, v):
+        one = beside.get(s) or med.get(1)
+        return None if not one else v / one
+
     return {"reuters_seeds": {
         "per_seeds": {str(s): {"epoch_seconds": v, "models_per_second": s / v,
-                               "vs_1": None if not one else v / one}
+                               "vs_1": vs_1(s, v),
+                               **({"one_seed_beside": beside[s]} if s in beside else {})}
                       for s, v in sorted(med.items())},
         "devices": max(r.get("devices", 1) for r in recs),
         "layouts": {str(r["task"]["num_seeds"]): r.get("layout", "") for r in recs}}}
@@ -304,8 +313,10 @@ def format_reuters_seeds(r) -> str:
     lines = [f"reuters_seeds (rnn_jax, LSTM(50), one epoch, {rs['devices']} CPU devices):"]
     for s, e in rs["per_seeds"].items():
         vs = "-" if e["vs_1"] is None else f"{e['vs_1']:.2f}"
+        beside = ("" if "one_seed_beside" not in e
+                  else f" (one seed beside it: {e['one_seed_beside']:.3f} s)")
         lines.append(f"  {s:>3s} seeds: epoch {e['epoch_seconds']:.3f} s, "
-                     f"{e['models_per_second']:.2f} models/s, epoch({s})/epoch(1) {vs}"
+                     f"{e['models_per_second']:.2f} models/s, epoch({s})/epoch(1) {vs}{beside}"
                      + (f"  [{rs['layouts'][s]}]" if rs["layouts"].get(s) else ""))
     return "\n".join(lines)
 

@@ -258,7 +258,7 @@ def test_compare_quick_runs_every_framework(tmp_path, frameworks, full):
 def test_reuters_seeds_and_notebook_table_summaries():
     """reuters_seeds: models per second = S / median epoch, ratio against one
     seed; the notebook's table: totals summed over the models, speed-ups."""
-    rs = [dict(kind="reuters_seeds", num_seeds=s, model="lstm", repeats=2) for s in (1, 2)]
+    rs = [dict(kind="reuters_seeds", num_seeds=s, model="lstm", repeats=2) for s in (1, 2, 5)]
     nb = [dict(kind="notebook_table", model=m, epochs=2, num_seeds=5) for m in ("lstm", "vanilla")]
     outputs = {
         "rnn_jax_fit": {"results": [
@@ -266,6 +266,9 @@ def test_reuters_seeds_and_notebook_table_summaries():
              "layout": "compiled in 1 s"},
             {"task": rs[1], "first": 1.0, "times": [0.6, 0.5], "devices": 2,
              "layout": "compiled in 1 s (2 seeds), on 2 devices"},
+            # a one-seed fit before and after, in the same worker: the ratio's baseline
+            {"task": rs[2], "first": 1.0, "times": [1.5, 1.4, 1.6], "devices": 2,
+             "one_seed_times": [0.5, 0.6, 0.4, 0.3]},
             {"task": nb[0], "first": 10.0, "times": [10.0], "total": 10.0, "models": 5},
             {"task": nb[1], "first": 5.0, "times": [5.0], "total": 5.0, "models": 5}]},
         "keras_tf": {"results": [
@@ -280,8 +283,10 @@ def test_reuters_seeds_and_notebook_table_summaries():
     assert r["per_seeds"]["1"]["models_per_second"] == pytest.approx(2.5)
     assert r["per_seeds"]["2"]["models_per_second"] == pytest.approx(2 / 0.55)
     assert r["per_seeds"]["2"]["vs_1"] == pytest.approx(0.55 / 0.4)
+    assert r["per_seeds"]["5"]["vs_1"] == pytest.approx(1.5 / 0.45)
     text = report.format_reuters_seeds({"reuters_seeds": r})
     assert "2 seeds: epoch 0.550 s, 3.64 models/s, epoch(2)/epoch(1) 1.38" in text
+    assert "epoch(5)/epoch(1) 3.33 (one seed beside it: 0.450 s)" in text
     nt = report.notebook_table_summary(outputs, nb)["notebook_table"]
     assert nt["rnn_jax_fit"]["total_seconds"] == pytest.approx(15.0)
     assert nt["keras_tf"]["models"] == 10

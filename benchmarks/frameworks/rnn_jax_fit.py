@@ -10,7 +10,10 @@ What is timed:
   model; `first` is the compile plus epoch 1, `times` the later epochs.
 - `reuters_seeds`: one `fit(num_seeds=S)` of `1 + repeats` epochs of the
   Reuters LSTM; `times` its later epochs (all S seeds at once); `layout` fit's
-  compile line (the devices, mesh and seed padding).
+  compile line (the devices, mesh and seed padding). For S > 1 a one-seed fit
+  runs just before and just after it in the same worker, and `one_seed_times`
+  holds both fits' later epochs: the ratio's baseline, side by side (one
+  seed's epoch drifts by tens of percent between processes on a shared VM).
 - `notebook_table`: notebook 004's table, one model's seeds at once, end to end
   (one `fit` call: compile and every epoch); `times` is `[that total]`.
 - `forward`: `jax.jit` of the layer's call (`nnx.split` once, `nnx.merge`
@@ -95,9 +98,16 @@ def reuters(model, repeats, data_path=None):
 
 
 def reuters_seeds(num_seeds, repeats, model="lstm", data_path=None):
+    def one_seed():
+        return [] if num_seeds == 1 else list(
+            _reuters_fit(model, 1 + repeats, 1, data_path)[0].epoch_seconds[1:])
+
+    before = one_seed()
     res, lines = _reuters_fit(model, 1 + repeats, num_seeds, data_path)
+    after = one_seed()
     return {"first": res.compile_seconds + res.epoch_seconds[0],
             "compile": res.compile_seconds, "times": list(res.epoch_seconds[1:]),
+            **({"one_seed_times": before + after} if num_seeds > 1 else {}),
             "devices": len(jax.devices()),
             "layout": next((ln for ln in lines if ln.startswith("compiled")), ""),
             "note": "epoch time of one fit(num_seeds=S), all seeds at once"}
