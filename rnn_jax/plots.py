@@ -1,7 +1,8 @@
 """PNG plots of training histories, state traces, per-token weights and seeds.
 
-Every function draws one figure, writes it atomically (to `path + ".tmp.png"`,
-then `os.replace`, so a reader never sees half a file) and returns `path`.
+Every function draws one figure, writes it atomically (with
+`rnn_jax.workdir.atomic_write`, so a reader never sees half a file) and
+returns `path`.
 matplotlib is imported inside the functions, so `import rnn_jax` stays fast;
 figures are drawn on matplotlib's `Figure` directly, which renders PNG with
 the Agg backend on a machine without a display and leaves the global pyplot
@@ -17,6 +18,8 @@ import os
 
 import numpy as np
 
+from rnn_jax import workdir
+
 
 def _figure(nrows=1, ncols=1, *, width=7.0, height=3.2, sharex=False):
     from matplotlib.figure import Figure
@@ -27,15 +30,10 @@ def _figure(nrows=1, ncols=1, *, width=7.0, height=3.2, sharex=False):
 
 
 def _save(fig, path) -> str:
-    """Writes `fig` as PNG to `path` atomically; returns `path`."""
+    """Writes `fig` as PNG to `path` atomically (`rnn_jax.workdir.atomic_write`); returns `path`."""
     path = os.fspath(path)
-    tmp = path + ".tmp.png"
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with workdir.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return path
 
 
@@ -177,13 +175,15 @@ def plot_token_weights(values, path, labels=None, title=None, highlight=None,
 
 
 def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
-                      title=None, ylog_floor=None) -> str:
+                      title=None, ylog_floor=None, groups=None) -> str:
     """One point per seed, `(S,)` each (e.g. learned W against U).
 
     `color` `(S,)` (e.g. the final val_loss) colours the points, on a log
     scale when every finite value is positive, with a colour bar named
-    `color_label`. With `ylog_floor` the y axis is logarithmic and values
-    below the floor (zeros too) are drawn at it.
+    `color_label`. Or `groups` `(S,)`, a name per point (e.g. "readable" /
+    "not readable"): each group in its own colour (in sorted order of the
+    names), named in a legend with its count. With `ylog_floor` the y axis is logarithmic and values below
+    the floor (zeros too) are drawn at it.
     """
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if ylog_floor is not None:
@@ -192,8 +192,18 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
         y = np.maximum(y, ylog_floor)
     if x.shape != y.shape:
         raise ValueError(f"plot_seed_scatter: x has {x.size} points, y has {y.size}")
+    if color is not None and groups is not None:
+        raise ValueError("plot_seed_scatter: give color or groups, not both")
     fig, (ax,) = _figure(width=5.0, height=4.2)
-    if color is None:
+    if groups is not None:
+        g = np.asarray(groups, dtype=str).ravel()
+        if g.shape != x.shape:
+            raise ValueError(f"plot_seed_scatter: groups has {g.size} values for {x.size} points")
+        for name in sorted(set(g)):  # the same colours for the same names, every time
+            ax.scatter(x[g == name], y[g == name], s=22, alpha=0.8,
+                       label=f"{name} ({np.sum(g == name)})")
+        ax.legend(fontsize="small")
+    elif color is None:
         ax.scatter(x, y, s=22, alpha=0.8)
     else:
         from matplotlib.colors import LogNorm, Normalize

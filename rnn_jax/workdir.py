@@ -1,7 +1,7 @@
 """A run's directory: the flags it ran with, its metrics and history, its
-checkpoint, its report and plots. Every file is written atomically (to a
-temporary name in the same directory, then `os.replace`), so a reader never
-sees half a file.
+checkpoint, its report and plots. Every file is written atomically by
+`atomic_write` (to a temporary name in the same directory, then `os.replace`),
+so a reader never sees half a file.
 
 Layout of `<workdir>/`:
 
@@ -23,9 +23,11 @@ Layout of `<workdir>/`:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import secrets
 import tempfile
 
 import numpy as np
@@ -81,21 +83,52 @@ def create(path: str) -> str:
     return path
 
 
-def write_text(path: str, text: str) -> str:
-    """Write `text` to `path` atomically; returns the path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w"):
+    """`with atomic_write(path, "wb") as f: ...` writes `f` in place of `path`, atomically.
+
+    `f` is a new file beside `path` (named `.tmp-<random>-<name>`), opened
+    with `mode` (`"w"` or `"wb"`) and created with the usual permissions
+    (0666 less the process umask: 0644 under umask 022), so that other users
+    and the host of a Docker volume can read a run's files. When the block
+    ends without an error, `f` is flushed, fsynced and renamed over `path`
+    (`os.replace`), so a reader sees the old file or the whole new one, never
+    half of it; when it raises, the temporary file is removed and `path` is
+    left as it was. The directory must exist.
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(directory, f".tmp-{secrets.token_hex(4)}-{name}")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for open(path, "w")
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        try:
+            f = os.fdopen(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str, text: str) -> str:
+    """Write `text` to `path` atomically (see `atomic_write`), making its
+    directory if missing; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(text)
     return path
 
 

@@ -17,12 +17,13 @@ import os
 import pathlib
 import pickle
 import sys
-import tempfile
 import urllib.request
 import zipfile
 import zlib
 
 import numpy as np
+
+from rnn_jax import workdir
 
 try:  # numpy >= 2 (also present, as an alias, in numpy 1.26)
     from numpy._core.multiarray import _reconstruct
@@ -197,28 +198,22 @@ def download(url: str, target, sha256: str, timeout: float = 60.0) -> None:
     """Download `url` to `target` if its bytes have the given sha256.
 
     The bytes go to a temporary file beside `target`, which replaces `target`
-    (`os.replace`, atomic) only after the hash matched; on a mismatch or any
-    failure the temporary file is removed and `target` is untouched.
+    only after the hash matched (`rnn_jax.workdir.atomic_write`); on a mismatch
+    or any failure the temporary file is removed and `target` is untouched.
     """
     target = pathlib.Path(target)
     print(f"Downloading data from {url}", file=sys.stderr)
     with urllib.request.urlopen(url, timeout=timeout) as response:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
+        with workdir.atomic_write(target, "wb") as out:
             hasher = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    hasher.update(chunk)
-                    out.write(chunk)
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                hasher.update(chunk)
+                out.write(chunk)
             if hasher.hexdigest() != sha256:
                 raise ValueError(f"the file downloaded from {url} has sha256 {hasher.hexdigest()}, "
                                  f"not the pinned {sha256}; refused, nothing written to "
                                  f"{target.parent}")
-            os.replace(part, target)
-        except BaseException:
-            pathlib.Path(part).unlink(missing_ok=True)
-            raise
 
 
 # --- Reading an .npz without np.load(allow_pickle=True) -----------------------------------------
