@@ -2,7 +2,7 @@
 
     python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags
     python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags --input=onehot
-    python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags --num_seeds=64
+    python -m experiments.sum3 --flagfile=experiments/flags/sum3.flags --num_seeds=1
 
 The cell is `h_t = x_t W + h_{t-1} U + b` (linear), `h_0 = 0`, and the model
 predicts `h_3`. The readable solution adds the digits as they come:
@@ -14,9 +14,16 @@ the digit `d` enters as `e_d = d` and the sum is carried with `U = 1`:
 
 Hyperparameters default to the notebook's for each input (scalar: Adam
 1e-3, batch 4, 5 epochs; one-hot: Adam 0.005, batch 8, 8 epochs; embedding:
-Adam 0.01, batch 8, 4 epochs; validation_split 0.2). With `--num_seeds`,
-the report says how many seeds reach the readable solution (`|U - 1|` and
-every `|e_d - d|` at most `--readable_tol`) and what the others found.
+Adam 0.01, batch 8, 4 epochs; validation_split 0.2).
+
+The flagfile trains 64 seeds at once (`--num_seeds=64`). The report first
+says how many reach the readable solution (`|U - 1|` and every `|e_d - d|` at
+most `--readable_tol`), what the others found (grouped by `U` and the slope
+of `e_d`) and plots every seed's `U` against its final val_loss
+(`seeds.png`, readable or not); then the read-outs (predictions for the last
+5 samples, the weights, the carried state `h_t`) of the first seed that
+reached the readable solution, named in their header, or of seed index 0
+when none did. `--num_seeds=1` is the notebook's single run, read out alone.
 
 With several learning rates (`--learning_rate=0.0003,0.001,0.003,0.01`, each
 trained with the same `--num_seeds` seeds in one program) the report adds a
@@ -106,34 +113,47 @@ def main(argv):
     per_seed = [digit_weights(result.model(i), kind) for i in range(n)]
     readable = np.array([is_readable(e, U, FLAGS.readable_tol) for e, U, _, _ in per_seed])
 
-    model0 = result.model(0)
-    e0, U0, W0, b0 = per_seed[0]
-    first = f"seed {FLAGS.seed}" + (f", learning_rate {lrs[0]:g}" if lrs else "")
-    lines = [f"{first}: predictions for the last 5 samples",
-             "  digits      label  prediction"]
-    pred = np.asarray(model0(x[-5:]))
+    # The read-outs show one model: the only one, or with many the first that
+    # reached the readable solution (else the first), said in its header.
+    shown = int(np.argmax(readable)) if n > 1 and readable.any() else 0
+    model_shown = result.model(shown)
+    e0, U0, W0, b0 = per_seed[shown]
+    member = result.members[shown]
+    first = f"seed {member['seed']}" + (f", learning_rate {member['learning_rate']:g}"
+                                        if lrs else "")
+    who = "member" if lrs else "seed"
+    if n > 1 and readable[shown]:
+        first += (f", the first of the {n} {who}s to reach the readable solution"
+                  + (f" ({who} index {shown})" if lrs else ""))
+    elif n > 1:
+        first += f" ({who} index 0; none of the {n} {who}s reached the readable solution)"
+    readouts = [f"{first}: predictions for the last 5 samples",
+                "  digits      label  prediction"]
+    pred = np.asarray(model_shown(x[-5:]))
     for d, lab, p in zip(ids[-5:], y[-5:, 0], pred[:, 0]):
-        lines.append(f"  {d}  {lab:5.0f}  {p:10.4f}")
+        readouts.append(f"  {d}  {lab:5.0f}  {p:10.4f}")
     if kind == "scalar":
-        lines.append(f"  W = {W0[0, 0]:.4f}  U = {U0:.4f}  b = {b0[0]:.4g}   (rounded: W = "
-                     f"{np.round(W0[0, 0]):.0f}, U = {np.round(U0):.0f}, b = {np.round(b0[0]):.0f})")
+        readouts.append(f"  W = {W0[0, 0]:.4f}  U = {U0:.4f}  b = {b0[0]:.4g}   (rounded: W = "
+                        f"{np.round(W0[0, 0]):.0f}, U = {np.round(U0):.0f}, "
+                        f"b = {np.round(b0[0]):.0f})")
     else:
         what = "W + b" if kind == "onehot" else "W_embd . W + b"
-        lines.append(f"  per-digit {what}: {common.fmt(e0, 3)}")
-        lines.append(f"  rounded:            {common.fmt(np.round(e0), 0)}")
-        lines.append(f"  U = {U0:.4f} (rounded {np.round(U0):.0f})")
-    lines.append(f"  readable solution (U = 1, e_d = d within {FLAGS.readable_tol}): "
-                 f"{'yes' if readable[0] else 'no'}")
+        readouts.append(f"  per-digit {what}: {common.fmt(e0, 3)}")
+        readouts.append(f"  rounded:            {common.fmt(np.round(e0), 0)}")
+        readouts.append(f"  U = {U0:.4f} (rounded {np.round(U0):.0f})")
+    readouts.append(f"  readable solution (U = 1, e_d = d within {FLAGS.readable_tol}): "
+                    f"{'yes' if readable[shown] else 'no'}")
     if n == 1 and not readable[0]:
-        lines.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and counts "
-                     "how many do)")
+        readouts.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and "
+                        "counts how many do)")
 
-    trace = readout.trace_states(model0, x[-5:])[0]
+    trace = readout.trace_states(model_shown, x[-5:])[0]
     h = trace.states["h"][:, :, 0]
-    lines.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
+    readouts.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
     for d, row in zip(ids[-5:], h):
-        lines.append(f"    {d}: h = {common.fmt(row, 2)}")
+        readouts.append(f"    {d}: h = {common.fmt(row, 2)}")
 
+    lines = []  # with many: the distribution first, then the read-outs
     extra = {"input": kind, "readable": readable.tolist() if n > 1 else bool(readable[0]),
              "U": [s[1] for s in per_seed] if n > 1 else U0,
              "digit_weights": [s[0] for s in per_seed] if n > 1 else e0}
@@ -143,10 +163,13 @@ def main(argv):
     if n > 1:
         frac = float(readable.mean())
         extra["readable_fraction"] = frac
-        who = (f"{n} members ({len(lrs)} learning rates x {result.num_seeds} seeds)" if lrs
-               else f"{n} seeds")
-        lines.append(f"{who}: {readable.sum()} reach the readable solution "
-                     f"({100 * frac:.0f}%); their median val_loss "
+        extra["readout_index"] = shown
+        extra["readout_seed"] = member["seed"]
+        solution = ("W = U = 1, b = 0" if kind == "scalar" else "U = 1, e_d = d")
+        who_all = (f"{n} members ({len(lrs)} learning rates x {result.num_seeds} seeds)" if lrs
+                   else f"{n} seeds")
+        lines.append(f"{who_all}: {readable.sum()} reach the readable solution {solution} "
+                     f"(within {FLAGS.readable_tol}; {100 * frac:.0f}%); their median val_loss "
                      f"{np.median(val_loss[readable]) if readable.any() else float('nan'):.3g}")
         groups: dict = {}
         for i, (e, U, _, _) in enumerate(per_seed):
@@ -158,7 +181,7 @@ def main(argv):
             lines.append("  the other solutions (U and the slope of e_d ~ slope * d + c, rounded):")
         for (U, slope), members in sorted(groups.items(), key=lambda g: -len(g[1])):
             lines.append(f"    U ~ {U:+d}, slope ~ {slope:+.1f}: {len(members)} "
-                         f"{'member' if lrs else 'seed'}{'s' if len(members) > 1 else ''}, median "
+                         f"{who}{'s' if len(members) > 1 else ''}, median "
                          f"val_loss {np.median(val_loss[members]):.3g}")
         extra["other_solutions"] = [
             {"U": U, "slope": s, "seeds": [result.members[i]["seed"] for i in m],
@@ -170,6 +193,9 @@ def main(argv):
         for row in per_value:
             lines.append(f"  {row['learning_rate']:>13g}   {row['seeds']:5d}   "
                          f"{100 * row['readable_fraction']:7.0f}%   {row['val_loss_median']:.3g}")
+    if n > 1 and run.workdir:
+        lines.append(f"  seeds.png: each {who}'s U against its final val_loss, readable or not")
+    lines += readouts
     extra["val_loss_readable_median"] = (float(np.median(val_loss[readable]))
                                          if readable.any() else None)
 
@@ -193,7 +219,7 @@ def main(argv):
             out.append(P.plot_seed_scatter(
                 np.array([s[1] for s in per_seed]), val_loss, run.path("seeds.png"),
                 xlabel="U (recurrent weight)", ylabel="final val_loss",
-                color=readable.astype(float), color_label="readable (1) or not (0)",
+                groups=np.where(readable, "readable", "not readable"),
                 title=f"sum3 ({kind}): {n} seeds", ylog_floor=1e-15))
         return out
 

@@ -461,6 +461,9 @@ def test_plots_write_png(tmp_path, rng):
                                 str(tmp_path / "scatter.png"), "W", "U",
                                 color=10.0 ** -rng.integers(1, 8, 9), color_label="val_loss"),
         plots.plot_seed_scatter([1, 2], [3, 4], str(tmp_path / "scatter_plain.png"), "a", "b"),
+        plots.plot_seed_scatter([1, 2, 3], [1e-12, 2, 20], str(tmp_path / "scatter_groups.png"),
+                                "U", "val_loss", ylog_floor=1e-15,
+                                groups=["readable", "not readable", "not readable"]),
         plots.plot_sweep([1e-2, 3e-4, 1e-3], [0.5, 0.2, 0.4], str(tmp_path / "sweep.png"),
                          "learning rate", "fraction", ylim=(0, 1)),
         plots.plot_sweep([0.8, 0.9], [0.7, 0.8], str(tmp_path / "sweep_err.png"), "beta_1",
@@ -472,6 +475,12 @@ def test_plots_write_png(tmp_path, rng):
     with pytest.raises(ValueError):
         plots.plot_state_trace(trace, str(tmp_path / "bad.png"), xticklabels=[1, 2])
     assert not (tmp_path / "bad.png").exists()
+    with pytest.raises(ValueError, match="groups has 2 values for 3 points"):
+        plots.plot_seed_scatter([1, 2, 3], [1, 2, 3], str(tmp_path / "bad.png"), "x", "y",
+                                groups=["a", "b"])
+    with pytest.raises(ValueError, match="give color or groups, not both"):
+        plots.plot_seed_scatter([1, 2], [1, 2], str(tmp_path / "bad.png"), "x", "y",
+                                color=[1, 2], groups=["a", "b"])
     with pytest.raises(ValueError, match="log x axis needs values > 0"):
         plots.plot_sweep([0.0, 1.0], [1, 2], str(tmp_path / "bad.png"), "x", "y")
     assert not (tmp_path / "bad.png").exists()

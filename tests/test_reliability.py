@@ -344,8 +344,8 @@ def test_many_seeds_diverged_ones_reported_others_go_on():
 
 # -- experiments: resume after SIGKILL, workdir flags, divergence -------------------------------
 
-SUM3 = ["--flagfile=experiments/flags/sum3.flags", "--num_samples=2000", "--epochs=6",
-        "--checkpoint_every=2"]
+SUM3 = ["--flagfile=experiments/flags/sum3.flags", "--num_seeds=1", "--num_samples=2000",
+        "--epochs=6", "--checkpoint_every=2"]
 
 # Runs experiments.sum3 in-process, SIGKILL-ing itself at a chosen moment.
 KILLER = textwrap.dedent("""

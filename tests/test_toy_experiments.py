@@ -54,13 +54,14 @@ def test_sum3_from_flagfile(tmp_path, kind):
     from rnn_jax import checkpoints
 
     proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      f"--input={kind}", "--epochs=2", f"--workdir={tmp_path}")
+                      f"--input={kind}", "--num_seeds=1", "--epochs=2", f"--workdir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "compiled in" in proc.stdout and "Epoch 2/2" in proc.stdout
     assert "Epoch 3/" not in proc.stdout
     metrics = check_outputs(tmp_path, epochs=2)
     flags_txt = (tmp_path / "flags.txt").read_text()
     assert f"--input={kind}" in flags_txt and "--epochs=2" in flags_txt
+    assert "readout_seed" not in metrics  # one seed: the notebook's report
 
     # The checkpoint holds the trained weights; the report's read-outs follow from them.
     model = checkpoints.load_weights(make_model_fn(kind)(nnx.Rngs(123)),
@@ -91,6 +92,71 @@ def test_sum3_from_flagfile(tmp_path, kind):
     np.testing.assert_allclose([float(r[1]) for r in rows], preds, rtol=1e-4, atol=2e-4)
 
 
+def sum3_weights_by_seed(checkpoint_dir):
+    """`(W, U, b)` `(S,)` each of every seed's scalar SimpleRNN(1) in a checkpoint."""
+    from rnn_jax import checkpoints
+
+    cell = checkpoints.load_params(str(checkpoint_dir))["layers"]["0"]["cell"]
+    return tuple(np.asarray(cell[k], np.float64).reshape(-1)
+                 for k in ("kernel", "recurrent_kernel", "bias"))
+
+
+@pytest.mark.parametrize("tol", ["0.1", "0"])
+def test_sum3_main_flagfile_many_seeds_distribution_then_first_readable(tmp_path, tol):
+    """The README's main command trains 64 seeds: the report gives how many
+    reach W = U = 1, b = 0 and the other solutions first, then the read-outs of
+    the first seed that reached it (recomputed here from the checkpoint), or of
+    seed index 0 when none did (`--readable_tol=0`: none can)."""
+    from rnn_jax.datasets.digits import sum_of_digits
+
+    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
+                      "--epochs=1", "--num_samples=4000", f"--readable_tol={tol}",
+                      f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_outputs(tmp_path, epochs=1, num_seeds=64)
+    assert (tmp_path / "seeds.png").read_bytes()[:8] == PNG
+
+    W, U, b = sum3_weights_by_seed(tmp_path / "checkpoints")
+    assert W.shape == (64,)
+    e = np.arange(10)[None, :] * W[:, None] + b[:, None]  # (64, 10): e_d = d W + b
+    readable = (np.abs(U - 1) <= float(tol)) & (np.max(np.abs(e - np.arange(10)), axis=1)
+                                                <= float(tol))
+    assert metrics["readable"] == readable.tolist()
+    if tol == "0.1":
+        assert 0 < readable.sum() < 64 and not readable[0]  # this run tells "first" from "0"
+        shown = int(np.argmax(readable))
+        header = (f"seed {shown}, the first of the 64 seeds to reach the readable solution: "
+                  "predictions for the last 5 samples")
+    else:
+        assert not readable.any()
+        shown = 0
+        header = ("seed 0 (seed index 0; none of the 64 seeds reached the readable solution): "
+                  "predictions for the last 5 samples")
+    assert metrics["readout_seed"] == metrics["readout_index"] == shown
+
+    # The distribution first, then the shown seed's read-outs.
+    report = (tmp_path / "report.txt").read_text().splitlines()
+    assert report[0].startswith(f"64 seeds: {readable.sum()} reach the readable solution "
+                                f"W = U = 1, b = 0 (within {float(tol)}; "), report[0]
+    counts = [int(line.split(": ")[1].split()[0]) for line in report
+              if line.startswith("    U ~ ")]
+    assert sum(counts) == 64 - readable.sum()
+    assert "  seeds.png: each seed's U against its final val_loss, readable or not" in report
+    start = report.index(header)
+    assert start > report.index("  the other solutions (U and the slope of e_d ~ slope * d + c, "
+                                "rounded):")
+    assert report[start + 1] == "  digits      label  prediction"
+    _, y, ids = sum_of_digits(4000, seed=0)
+    rows = [line.split("]")[1].split() for line in report[start + 2:start + 7]]
+    np.testing.assert_allclose([float(r[0]) for r in rows], y[-5:, 0])
+    preds = linear_rnn_by_hand(e[shown][ids[-5:]], U[shown])
+    np.testing.assert_allclose([float(r[1]) for r in rows], preds, rtol=1e-4, atol=2e-4)
+    assert report[start + 7].startswith(f"  W = {W[shown]:.4f}  U = {U[shown]:.4f}  "
+                                        f"b = {b[shown]:.4g} ")
+    assert report[start + 8].endswith(": yes" if tol == "0.1" else ": no")
+    assert proc.stdout.index(report[0]) < proc.stdout.index(header)
+
+
 def test_sum3_many_seeds(tmp_path):
     proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
                       "--epochs=2", "--num_seeds=3", "--seed=4", f"--workdir={tmp_path}")
@@ -103,7 +169,7 @@ def test_sum3_many_seeds(tmp_path):
     # Each seed of the batch is the model a separate run with that seed trains.
     single = tmp_path / "single"
     proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--seed=5", f"--workdir={single}")
+                      "--epochs=2", "--seed=5", "--num_seeds=1", f"--workdir={single}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = json.loads((single / "metrics.json").read_text())
     assert one["W"] == pytest.approx(metrics["W"][1], rel=1e-4, abs=1e-5)
@@ -145,7 +211,8 @@ def test_sum3_learning_rate_sweep(tmp_path):
     # Member 3 (seed 5, learning rate 0.01) is the one-value run of seed 5 with 0.01.
     single = tmp_path / "single"
     proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--seed=5", "--learning_rate=0.01", f"--workdir={single}")
+                      "--epochs=2", "--seed=5", "--num_seeds=1", "--learning_rate=0.01",
+                      f"--workdir={single}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = json.loads((single / "metrics.json").read_text())
     assert "members" not in one and "per_learning_rate" not in one
