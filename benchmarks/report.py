@@ -29,7 +29,9 @@ def stats(times):
             "runs": int(t.size)}
 
 
-def _key(task):
+def task_key(task):
+    """The key of `task` in `collect`'s table: its JSON without the settings
+    that do not change what is measured (`repeats`, `data_path`)."""
     return json.dumps({k: v for k, v in task.items() if k not in ("repeats", "data_path")},
                       sort_keys=True)
 
@@ -39,7 +41,7 @@ def collect(outputs: dict) -> dict:
     table = {}
     for fw, out in outputs.items():
         for rec in out.get("results", []):
-            entry = table.setdefault(_key(rec["task"]), {"task": rec["task"]})
+            entry = table.setdefault(task_key(rec["task"]), {"task": rec["task"]})
             if rec.get("unsupported"):
                 continue
             if "error" in rec:
@@ -55,7 +57,7 @@ def collect(outputs: dict) -> dict:
 
 
 def _median(table, task, fw):
-    e = table.get(_key(task), {}).get(fw)
+    e = table.get(task_key(task), {}).get(fw)
     return None if not e or "steady" not in e else e["steady"]["median"]
 
 
@@ -127,7 +129,7 @@ def format_table(table, tasks, frameworks) -> str:
     head = f"{'work':44s}" + "".join(f"{LABELS[fw]:>26s}" for fw in frameworks)
     lines += [head, "-" * len(head)]
     for t in tasks:
-        row = table.get(_key(t), {})
+        row = table.get(task_key(t), {})
         cells, comp = [], []
         for fw in frameworks:
             e = row.get(fw)
@@ -157,7 +159,7 @@ def format_throughput(table, tasks, frameworks) -> str:
     lines = [f"forward throughput, sequences per second ({others}):",
              f"{'cell, batch':20s}" + "".join(f"{LABELS[fw]:>18s}" for fw in frameworks)]
     for t in pts:
-        row = table.get(_key(t), {})
+        row = table.get(task_key(t), {})
         cells = [f"{row[fw]['sequences_per_second']:.4g}" if "steady" in row.get(fw, {})
                  else "-" for fw in frameworks]
         lines.append(f"{t['cell'] + ', ' + str(t['batch']):20s}"
@@ -199,12 +201,12 @@ def _measured(table, task, frameworks) -> bool:
 def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
     """One PNG per cell: time of a forward call against batch, length and units,
     and the throughput (sequences per second) against batch."""
-    from rnn_jax.plots import _figure, _save
+    from rnn_jax.plots import figure, save
 
     paths = []
     fwd = [t for t in tasks if t["kind"] == "forward" and _measured(table, t, frameworks)]
     for cell in dict.fromkeys(t["cell"] for t in fwd):
-        fig, axes = _figure(1, 4, width=3.8, height=3.4)
+        fig, axes = figure(1, 4, width=3.8, height=3.4)
         for ax, axis in zip(axes, ("batch", "steps", "units")):
             pts = sorted((t for t in fwd if t["cell"] == cell and workloads.on_sweep(t, axis)),
                          key=lambda t: t[axis])
@@ -234,20 +236,20 @@ def plot_forward(table, tasks, frameworks, out_dir) -> list[str]:
         axes[3].grid(True, alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{cell} forward pass, {workloads.FEATURES} input features")
-        paths.append(_save(fig, os.path.join(out_dir, f"forward_{cell}.png")))
+        paths.append(save(fig, os.path.join(out_dir, f"forward_{cell}.png")))
     return paths
 
 
 def plot_seeds(table, tasks, frameworks, out_dir, kind="seeds") -> list[str]:
     """Training time and models per second against the number of seeds
     (`kind`: `seeds`, sum3's training, or `reuters_seeds`, one Reuters epoch)."""
-    from rnn_jax.plots import _figure, _save
+    from rnn_jax.plots import figure, save
 
     pts = sorted((t for t in tasks if t["kind"] == kind and _measured(table, t, frameworks)),
                  key=lambda t: t["num_seeds"])
     if not pts:
         return []
-    fig, axes = _figure(1, 2, width=4.6, height=3.6)
+    fig, axes = figure(1, 2, width=4.6, height=3.6)
     for fw in frameworks:
         xs = [t["num_seeds"] for t in pts if _median(table, t, fw) is not None]
         ys = [_median(table, t, fw) for t in pts if _median(table, t, fw) is not None]
@@ -265,10 +267,10 @@ def plot_seeds(table, tasks, frameworks, out_dir, kind="seeds") -> list[str]:
     if kind == "reuters_seeds":
         axes[0].set_ylabel("seconds per epoch (all seeds)")
         fig.suptitle(f"Reuters {t['model']}(50), one epoch, batch 50")
-        return [_save(fig, os.path.join(out_dir, "reuters_seeds.png"))]
+        return [save(fig, os.path.join(out_dir, "reuters_seeds.png"))]
     fig.suptitle(f"sum3, {t['num_samples']} samples, {t['epochs']} epochs, batch "
                  f"{t['batch_size']}")
-    return [_save(fig, os.path.join(out_dir, "seeds.png"))]
+    return [save(fig, os.path.join(out_dir, "seeds.png"))]
 
 
 

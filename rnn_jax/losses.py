@@ -2,7 +2,9 @@
 
 Each loss maps `(y_true, y_pred)` to one value per sample, shape `(B,)`, by
 Keras' formulas; the training engine averages them over a batch (Keras'
-default reduction, `sum_over_batch_size`).
+default reduction, `sum_over_batch_size`). `same_rank` first brings labels
+and predictions to one shape (labels `(B,)` against predictions `(B, 1)`),
+here and in `rnn_jax.metrics`.
 
 - `mean_squared_error`: `mean((y_true - y_pred)**2, axis=-1)`.
 - `binary_crossentropy`: on probabilities, `p` clipped to `[eps, 1 - eps]`
@@ -34,8 +36,14 @@ EPSILON = 1e-7  # keras.backend.epsilon()
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _same_rank(y_true, y_pred):
-    """Keras' `squeeze_or_expand_to_same_rank` for a trailing size-1 axis."""
+def same_rank(y_true, y_pred):
+    """`(y_true, y_pred)` brought to one shape, `y_true` cast to `y_pred`'s dtype.
+
+    A trailing size-1 axis is added to whichever has one axis fewer (Keras'
+    `squeeze_or_expand_to_same_rank`, so labels `(B,)` meet predictions
+    `(B, 1)`); any other shape mismatch raises ValueError. Every loss here and
+    every metric in `rnn_jax.metrics` starts with it.
+    """
     y_true = jnp.asarray(y_true)
     y_pred = jnp.asarray(y_pred)
     if y_true.ndim == y_pred.ndim - 1 and y_pred.shape[-1] == 1:
@@ -50,13 +58,13 @@ def _same_rank(y_true, y_pred):
 
 def mean_squared_error(y_true, y_pred):
     """`(B, K), (B, K) -> (B,)`: `mean((y_true - y_pred)^2, axis=-1)`."""
-    y_true, y_pred = _same_rank(y_true, y_pred)
+    y_true, y_pred = same_rank(y_true, y_pred)
     return jnp.mean(jnp.square(y_true - y_pred), axis=-1)
 
 
 def binary_crossentropy(y_true, y_pred, from_logits: bool = False):
     """`(B, K), (B, K) -> (B,)`: Keras' binary cross-entropy, mean over `K`."""
-    y_true, y_pred = _same_rank(y_true, y_pred)
+    y_true, y_pred = same_rank(y_true, y_pred)
     if from_logits:
         bce = -(y_true * jax.nn.log_sigmoid(y_pred) + (1 - y_true) * jax.nn.log_sigmoid(-y_pred))
     else:
@@ -67,7 +75,7 @@ def binary_crossentropy(y_true, y_pred, from_logits: bool = False):
 
 def categorical_crossentropy(y_true, y_pred, from_logits: bool = False):
     """`(B, K) one-hot, (B, K) -> (B,)`: Keras' categorical cross-entropy."""
-    y_true, y_pred = _same_rank(y_true, y_pred)
+    y_true, y_pred = same_rank(y_true, y_pred)
     if from_logits:
         log_p = jax.nn.log_softmax(y_pred, axis=-1)
     else:

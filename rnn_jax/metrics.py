@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from rnn_jax.losses import _same_rank
+from rnn_jax.losses import same_rank
 
 
 def binary_accuracy(y_true, y_pred, threshold: float = 0.5):
     """`mean(y_true == (y_pred > threshold), axis=-1)`, `(B,)`."""
-    y_true, y_pred = _same_rank(y_true, y_pred)
+    y_true, y_pred = same_rank(y_true, y_pred)
     return jnp.mean((y_true == (y_pred > threshold).astype(y_pred.dtype)).astype(y_pred.dtype),
                     axis=-1)
 
 
 def categorical_accuracy(y_true, y_pred):
     """`argmax(y_true) == argmax(y_pred)`, `(B,)`."""
-    y_true, y_pred = _same_rank(y_true, y_pred)
+    y_true, y_pred = same_rank(y_true, y_pred)
     return (jnp.argmax(y_true, -1) == jnp.argmax(y_pred, -1)).astype(y_pred.dtype)
 
 

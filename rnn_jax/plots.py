@@ -1,8 +1,9 @@
 """PNG plots of training histories, state traces, per-token weights and seeds.
 
-Every function draws one figure, writes it atomically (with
+Every `plot_*` function draws one figure, writes it atomically (with
 `rnn_jax.workdir.atomic_write`, so a reader never sees half a file) and
-returns `path`.
+returns `path`; `figure` and `save` are those two steps, for figures drawn
+elsewhere (the benchmark report's).
 matplotlib is imported inside the functions, so `import rnn_jax` stays fast;
 figures are drawn on matplotlib's `Figure` directly, which renders PNG with
 the Agg backend on a machine without a display and leaves the global pyplot
@@ -21,7 +22,12 @@ import numpy as np
 from rnn_jax import workdir
 
 
-def _figure(nrows=1, ncols=1, *, width=7.0, height=3.2, sharex=False):
+def figure(nrows=1, ncols=1, *, width=7.0, height=3.2, sharex=False):
+    """A new matplotlib `Figure` of `nrows x ncols` panels, each `width x height`
+    inches, and its axes as a flat array `(nrows * ncols,)`; pass it to `save`.
+
+    Drawn off pyplot, so it needs no display and leaves pyplot's backend alone.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
@@ -29,8 +35,9 @@ def _figure(nrows=1, ncols=1, *, width=7.0, height=3.2, sharex=False):
     return fig, axes.ravel()
 
 
-def _save(fig, path) -> str:
-    """Writes `fig` as PNG to `path` atomically (`rnn_jax.workdir.atomic_write`); returns `path`."""
+def save(fig, path) -> str:
+    """Writes `fig` as PNG (110 dpi) to `path` atomically
+    (`rnn_jax.workdir.atomic_write`); returns `path`."""
     path = os.fspath(path)
     with workdir.atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
@@ -59,7 +66,7 @@ def plot_history(history, path, title=None) -> str:
     panels = [p for p in panels if p]
     if not panels:
         raise ValueError("plot_history: the history is empty")
-    fig, axes = _figure(len(panels), sharex=True)
+    fig, axes = figure(len(panels), sharex=True)
     colors = {k: f"C{i}" for i, k in enumerate(curves)}
     for ax, keys in zip(axes, panels):
         for k in keys:
@@ -88,7 +95,7 @@ def plot_history(history, path, title=None) -> str:
     axes[-1].set_xlabel("epoch")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_state_trace(trace, path, sample=0, title=None, xticklabels=None) -> str:
@@ -110,7 +117,7 @@ def plot_state_trace(trace, path, sample=0, title=None, xticklabels=None) -> str
         raise ValueError(f"plot_state_trace: sample {sample} is not in [0, {batch})")
     if xticklabels is not None and len(xticklabels) != steps:
         raise ValueError(f"plot_state_trace: {len(xticklabels)} xticklabels for {steps} steps")
-    fig, axes = _figure(len(quantities), height=2.0, sharex=True)
+    fig, axes = figure(len(quantities), height=2.0, sharex=True)
     t = np.arange(steps)
     for ax, (q, values) in zip(axes, quantities.items()):
         v_TxU = np.asarray(values)[sample]
@@ -129,7 +136,7 @@ def plot_state_trace(trace, path, sample=0, title=None, xticklabels=None) -> str
         axes[-1].set_xticklabels([str(s) for s in xticklabels])
     fig.suptitle(title or f"{trace.name} ({trace.direction}, cell {trace.cell_index}), "
                  f"sample {sample}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_token_weights(values, path, labels=None, title=None, highlight=None,
@@ -153,7 +160,7 @@ def plot_token_weights(values, path, labels=None, title=None, highlight=None,
     labels = [str(i) for i in range(n)] if labels is None else [str(s) for s in labels]
     if len(labels) != n:
         raise ValueError(f"plot_token_weights: {len(labels)} labels for {n} tokens")
-    fig, (ax,) = _figure(width=6.0)
+    fig, (ax,) = figure(width=6.0)
     colors = ["C0"] * n
     if highlight is not None:
         colors[int(highlight)] = "C3"
@@ -171,7 +178,7 @@ def plot_token_weights(values, path, labels=None, title=None, highlight=None,
     ax.grid(True, axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
@@ -194,7 +201,7 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
         raise ValueError(f"plot_seed_scatter: x has {x.size} points, y has {y.size}")
     if color is not None and groups is not None:
         raise ValueError("plot_seed_scatter: give color or groups, not both")
-    fig, (ax,) = _figure(width=5.0, height=4.2)
+    fig, (ax,) = figure(width=5.0, height=4.2)
     if groups is not None:
         g = np.asarray(groups, dtype=str).ravel()
         if g.shape != x.shape:
@@ -225,7 +232,7 @@ def plot_seed_scatter(x, y, path, xlabel, ylabel, color=None, color_label=None,
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True,
@@ -245,7 +252,7 @@ def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True
     if xlog and not np.all(x > 0):
         raise ValueError("plot_sweep: a log x axis needs values > 0")
     order = np.argsort(x)
-    fig, (ax,) = _figure(width=5.0, height=3.6)
+    fig, (ax,) = figure(width=5.0, height=3.6)
     err = None if yerr is None else np.asarray(yerr, dtype=float).ravel()[order]
     ax.errorbar(x[order], y[order], yerr=err, marker="o", capsize=3)
     if xlog:
@@ -259,4 +266,4 @@ def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)

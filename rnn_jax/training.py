@@ -224,8 +224,11 @@ def chunk_steps(num_batches: int, batch_bytes: int, chunk_bytes: int) -> int:
     return max([d for d in range(1, most + 1) if num_batches % d == 0] or [1])
 
 
-def _batches(n: int, batch_size: int, order):
-    """`order (n,)` -> indices `(nb, bs)` and weights `(nb, bs)`; the pad has weight 0."""
+def epoch_batches(n: int, batch_size: int, order):
+    """An epoch's minibatches: `order (n,)` -> sample indices `(nb, bs)` and
+    weights `(nb, bs)`, `bs = min(batch_size, n)`; the last batch is padded
+    with samples from the start of `order` at weight 0, so every batch has one
+    static shape."""
     bs = min(batch_size, n)
     nb = -(-n // bs)
     pad = nb * bs - n
@@ -371,7 +374,7 @@ class Engine:
         epoch_key = jax.random.fold_in(state.key, state.epoch)
         shuffle_key, dropout_key = jax.random.split(epoch_key)
         order, tail = _order_and_tail(shuffle_key, n) if self.shuffle else (jnp.arange(n), None)
-        idx, w = _batches(n, self.batch_size, order)
+        idx, w = epoch_batches(n, self.batch_size, order)
 
         def body(carry, inp):
             params, opt_state, bad_step = carry
@@ -396,7 +399,7 @@ class Engine:
 
     def evaluate_sums(self, params, x, y):
         """Loss and metric sums over `(x, y)` in batches (inference mode)."""
-        idx, w = _batches(x.shape[0], self.validation_batch_size, jnp.arange(x.shape[0]))
+        idx, w = epoch_batches(x.shape[0], self.validation_batch_size, jnp.arange(x.shape[0]))
 
         def body(_, inp):
             x_b, y_b, w_b, _step = inp

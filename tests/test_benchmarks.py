@@ -81,7 +81,7 @@ def test_ratios_from_medians():
     assert r["sum3"]["time_vs_floor"] == pytest.approx(2.0)
     assert r["forward"]["worst_vs_flax"]["vs_flax"] == pytest.approx(2.0)
     assert len(r["forward"]["slower_than_flax"]) == 1
-    assert table[report._key(tasks[1])]["rnn_jax_fit"]["sequences_per_second"] == pytest.approx(0.5)
+    assert table[report.task_key(tasks[1])]["rnn_jax_fit"]["sequences_per_second"] == pytest.approx(0.5)
     text = report.format_table(table, tasks, ["rnn_jax_fit", "floor", "keras_tf"])
     assert "error" in text and "200ms" in text
 

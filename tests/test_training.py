@@ -597,7 +597,7 @@ def test_train_step_ignores_padding(rng):
 @pytest.mark.parametrize("n, batch_size", [(10, 3), (9, 3), (5, 8), (1, 1), (202, 8)])
 def test_batches_cover_order_once(rng, n, batch_size):
     order = rng.permutation(n)
-    idx, w = training._batches(n, batch_size, jnp.asarray(order))
+    idx, w = training.epoch_batches(n, batch_size, jnp.asarray(order))
     bs = min(batch_size, n)
     assert idx.shape == w.shape == (math.ceil(n / bs), bs)
     idx, w = np.asarray(idx), np.asarray(w)
