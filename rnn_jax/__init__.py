@@ -21,25 +21,27 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 """
 
 from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
-                     plots, readout, sweeps)
+                     plots, readout, scan, sweeps)
 from rnn_jax.base import Layer, check_inputs
-from rnn_jax.cells import (DropoutMasks, GRUCell, LSTMCell, LSTMState, SimpleRNNCell,
-                           StackedRNNCells)
+from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
+                           SimpleRNNCell, StackedRNNCells)
 from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.keras_interop import from_keras, to_keras
 from rnn_jax.models import Sequential
-from rnn_jax.recurrent import (GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN,
-                               jax_lstm_gradients, scan_cell)
+from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
+from rnn_jax.scan import jax_lstm_gradients, scan_cell
 from rnn_jax.training import (FitResult, NonFiniteLossError, TrainState, evaluate, fit,
                               use_cpu_cores, use_processes)
 
 __all__ = [
-    "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GRU", "GRUCell",
+    "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GatedCell", "GRU",
+    "GRUCell", "RNNCellBase",
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
     "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
-    "metrics", "optimizers", "plots", "readout", "sweeps", "use_cpu_cores", "use_processes",
+    "metrics", "optimizers", "plots", "readout", "scan", "sweeps", "use_cpu_cores",
+    "use_processes",
 ]
 
 __version__ = "0.1.0"

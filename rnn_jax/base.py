@@ -112,9 +112,9 @@ class Layer(nnx.Module):
         if len(weights) != len(own):
             raise ValueError(
                 f"{describe(self)} has {len(own)} weights "
-                f"({', '.join(self._weight_labels())}), got {len(weights)} arrays"
+                f"({', '.join(self.weight_labels())}), got {len(weights)} arrays"
             )
-        for label, var, value in zip(self._weight_labels(), own, weights):
+        for label, var, value in zip(self.weight_labels(), own, weights):
             value = np.asarray(value)
             if value.shape != var[...].shape:
                 raise ValueError(
@@ -123,8 +123,29 @@ class Layer(nnx.Module):
                 )
             var.set_value(jnp.asarray(value, self.dtype))
 
-    def _weight_labels(self) -> list[str]:
+    def weight_labels(self) -> list[str]:
+        """How error messages name the weights of `weights`, in the same order
+        (`'kernel'`; `'cells[1].bias'` inside stacked cells)."""
         return [n for n in self.weight_names if getattr(self, n, None) is not None]
+
+    @property
+    def weight_rngs(self) -> nnx.Rngs | None:
+        """The key stream this layer draws its weights from when it builds;
+        None once built (it is not part of the trained state) or if none was
+        given."""
+        return self._rngs
+
+    def read_inputs(self, inputs, ndim: int, expected: str) -> jax.Array:
+        """The first lines of a call: `inputs` cast (`cast_inputs`), refused
+        unless of rank `ndim` (the message says `expected`, e.g. `'(batch,
+        time, features)'`), and the layer built for their shape if it is not
+        yet (`maybe_build`)."""
+        x = self.cast_inputs(inputs)
+        if x.ndim != ndim:
+            raise ValueError(f"{describe(self)} expects inputs of shape {expected}, got shape "
+                             f"{tuple(x.shape)}")
+        self.maybe_build(x.shape, traced=is_traced(x))
+        return x
 
     def count_params(self) -> int:
         """Number of scalar weights (Keras' `count_params`); works on abstract
@@ -155,8 +176,8 @@ def describe(layer) -> str:
 # -- checking inputs for NaN / inf -------------------------------------------------
 
 
-class _Switch:
-    """A process-wide bool that `jax.jit` includes in its cache key (with
+class Switch:
+    """A process-wide bool (the state behind a `Setting`) that `jax.jit` includes in its cache key (with
     `jax.make_user_context`; older JAX: a plain flag), so that flipping it
     retraces jitted functions instead of reusing a program traced before."""
 
@@ -175,14 +196,15 @@ class _Switch:
         self._value = bool(value)
 
 
-_CHECK_INPUTS = _Switch()  # set by check_inputs()
+_CHECK_INPUTS = Switch()  # set by check_inputs()
 
 
-class _Setting:
-    """Sets the class's `_switch` from now on, or, as a context manager, for
-    the block only (then back to what it was)."""
+class Setting:
+    """A process-wide setting: constructing it sets the class's `_switch` from
+    now on, or, as a context manager, for the block only (then back to what it
+    was). `check_inputs` and `rnn_jax.scan.jax_lstm_gradients` are two."""
 
-    _switch: _Switch
+    _switch: Switch
 
     def __init__(self, enabled: bool = True):
         self._previous = self._switch.value
@@ -195,7 +217,7 @@ class _Setting:
         self._switch.set(self._previous)
 
 
-class check_inputs(_Setting):
+class check_inputs(Setting):
     """Switches the check of every layer's inputs for NaN and inf on (default: off).
 
         rnn_jax.check_inputs()          # on from now on

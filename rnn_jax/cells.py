@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax import activations, initializers
-from rnn_jax.base import Layer, as_float, is_traced
+from rnn_jax.base import Layer, as_float, describe
 
 
 def materialize(tree):
@@ -116,7 +116,114 @@ def _gate_matmul(x, w, masks, gates):
 
 
 class RNNCellBase(Layer):
-    """Shared parts of `SimpleRNNCell`, `GRUCell` and `LSTMCell`."""
+    """What every cell is to `RNN`, `rnn_jax.scan` and the read-outs: one time
+    step `step_with_gates(params, z_t, states) -> (output, new_states, gates)`
+    of pure functions of arrays, plus what it takes to run it over a sequence.
+    Keras' cells (`GatedCell`: `SimpleRNNCell`, `GRUCell`, `LSTMCell`) and
+    `StackedRNNCells` implement it alike, so no caller asks which it has
+    (as Haiku's `DeepRNN` is itself an `RNNCore`).
+
+    A subclass provides `state_size`, `output_size`, `input_dim`, `build`,
+    `params`, `get_initial_state`, `dropout_masks`, `project`,
+    `step_with_gates`, `as_states`, `clone` and `get_config`; a cell made
+    of others (stacked) also overrides `cells`, `per_cell` and
+    `cell_outputs`. `step`, `check_states` and the Keras-style call
+    `cell(inputs, states)` are shared.
+    """
+
+    def step_with_gates(self, params, z_t, states, masks=None):
+        """One recurrent step, also returning the gate values.
+
+        Args:
+          params: `self.params()`.
+          z_t: `(B, G*U)`, the input projection `x_t W + b_x` from `project`.
+          states: the previous states (`(h,)`, `LSTMState(h, c)`, or one such
+            per cell of a stack), each `(B, U)`.
+          masks: dropout masks from `dropout_masks`, or None.
+
+        Returns:
+          `(output (B, U), new_states, gates)`, `gates` a dict of `(B, U)`
+          arrays (one dict per cell of a stack).
+        """
+        raise NotImplementedError
+
+    def as_states(self, states):
+        """User-given `states` (lists, tuples, bare arrays) as the cell's state
+        structure, cast to its dtype; ValueError if they do not fit it."""
+        raise NotImplementedError
+
+    def clone(self, rngs: nnx.Rngs | None) -> "RNNCellBase":
+        """A cell of the same configuration with fresh weights drawn from `rngs`."""
+        raise NotImplementedError
+
+    @property
+    def cells(self) -> tuple:
+        """The single cells this cell runs, in order: `(self,)`, or a stack's."""
+        return (self,)
+
+    def per_cell(self, tree) -> tuple:
+        """A value of this cell's structure (states, gates) split into one entry
+        per cell of `cells`: `(tree,)` for a single cell."""
+        return (tree,)
+
+    def cell_outputs(self, states, output) -> tuple:
+        """Every cell's output at a step, from the step's new `states` and its
+        `output` (the last cell's): `(output,)` for a single cell."""
+        return (output,)
+
+    def step(self, params, z_t, states, masks=None):
+        """`step_with_gates` without the gates: `(output (B, U), new_states)`."""
+        output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
+        return output, new_states
+
+    def output_from_states(self, states):
+        """The step's output read back from the states it returned, or None
+        where a cell cannot say (the scan then carries the output too)."""
+        return None
+
+    def check_states(self, states, batch_size: int, what: str) -> None:
+        """Raises ValueError, starting with `what`, unless every state of every
+        cell is `(batch_size, units)` of its cell."""
+        for cell, cell_states in zip(self.cells, self.per_cell(states)):
+            for s in cell_states:
+                if s.shape != (batch_size, cell.units):
+                    raise ValueError(f"{what}: expected a state of shape ({batch_size}, "
+                                     f"{cell.units}), got {tuple(s.shape)}")
+
+    def __call__(self, inputs, states, training: bool = False, key=None):
+        """One time step, as Keras' cell call.
+
+        Args:
+          inputs: `(B, D)` inputs at this step.
+          states: the previous states: `(h,)` / `[h]` / `h` for SimpleRNN and
+            GRU, `(h, c)` for LSTM, a list of those for stacked cells; each
+            `(B, U)`.
+          training: whether dropout is active.
+          key: random key for the dropout masks (needed only when active).
+
+        Returns:
+          `(output, new_states)`, output `(B, U)`; new_states in the structure
+          given (a bare array stays a bare array, as in Keras).
+        """
+        x = self.read_inputs(inputs, 2, "(batch, features)")
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{describe(self)}: inputs have {x.shape[-1]} features, the kernel "
+                f"expects {self.input_dim}"
+            )
+        bare = not isinstance(states, (list, tuple))
+        params = self.params()
+        masks = self.dropout_masks(key, x.shape[0], training)
+        out, new = self.step(params, self.project(params, x, masks), self.as_states(states),
+                             masks)
+        return (out, new[0]) if bare else (out, new)
+
+
+class GatedCell(RNNCellBase):
+    """Keras' cells: a step made of `G` gate blocks of `x_t W + h_{t-1} U + b`
+    (SimpleRNN 1, GRU 3, LSTM 4), with their arguments, weights, dropout and
+    input projection; `SimpleRNNCell`, `GRUCell` and `LSTMCell` add their
+    equations (`step_with_gates`). Their output is `h`, the first state."""
 
     gates = 1
     weight_names = ("kernel", "recurrent_kernel", "bias")
@@ -276,72 +383,32 @@ class RNNCellBase(Layer):
             h, params["recurrent_kernel"], None if masks is None else masks.recurrent, self.gates
         )
 
-    def step_with_gates(self, params, z_t, states, masks=None):
-        """One recurrent step, also returning the gate values.
+    # Keras' three cells output `h`, their first state. A subclass that
+    # redefines `step_with_gates` is not assumed to (unless it sets this).
+    output_is_first_state = False
 
-        Args:
-          params: `self.params()`.
-          z_t: `(B, G*U)`, the input projection `x_t W + b_x` from `project`.
-          states: the previous states (`(h,)`, or `LSTMState(h, c)`), each `(B, U)`.
-          masks: dropout masks from `dropout_masks`, or None.
-
-        Returns:
-          `(output (B, U), new_states, gates)`, `gates` a dict of `(B, U)` arrays.
-        """
-        raise NotImplementedError
-
-    def step(self, params, z_t, states, masks=None):
-        """`step_with_gates` without the gates: `(output (B, U), new_states)`."""
-        output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
-        return output, new_states
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step_with_gates" in vars(cls) and "output_is_first_state" not in vars(cls):
+            cls.output_is_first_state = False
 
     def output_from_states(self, states):
-        """The step's output read back from the states it returned, or None
-        where a cell cannot say (the scan then carries the output too). Keras'
-        SimpleRNN, GRU and LSTM cells output `h`, their first state."""
-        return states[0] if type(self) in (SimpleRNNCell, GRUCell, LSTMCell) else None
+        """`h`, the first state, for Keras' cells; None for a subclass whose step
+        may output something else."""
+        return states[0] if self.output_is_first_state else None
 
-    def _as_states(self, states):
+    def as_states(self, states):
+        """`states` (`(h,)`, `[h]` or a bare `h`) as the cell's state tuple."""
         if isinstance(states, (list, tuple)):
             return tuple(as_float(s, self.dtype) for s in states)
         return (as_float(states, self.dtype),)
 
-    def __call__(self, inputs, states, training: bool = False, key=None):
-        """One time step, as Keras' cell call.
-
-        Args:
-          inputs: `(B, D)` inputs at this step.
-          states: the previous states: `(h,)` / `[h]` / `h` for SimpleRNN and
-            GRU, `(h, c)` for LSTM; each `(B, U)`.
-          training: whether dropout is active.
-          key: random key for the dropout masks (needed only when active).
-
-        Returns:
-          `(output, new_states)`, output `(B, U)`; new_states in the structure
-          given (a bare array stays a bare array, as in Keras).
-        """
-        x = self.cast_inputs(inputs)
-        if x.ndim != 2:
-            raise ValueError(
-                f"{type(self).__name__} expects inputs of shape (batch, features), got {x.shape}"
-            )
-        self.maybe_build(x.shape, traced=is_traced(x))
-        if x.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"{type(self).__name__}: inputs have {x.shape[-1]} features, the kernel "
-                f"expects {self.input_dim}"
-            )
-        bare = not isinstance(states, (list, tuple))
-        st = self._as_states(states)
-        params = self.params()
-        masks = self.dropout_masks(key, x.shape[0], training)
-        out, new = self.step(params, self.project(params, x, masks), st, masks)
-        if bare:
-            return out, new[0]
-        return out, new
+    def clone(self, rngs: nnx.Rngs | None):
+        """A cell of the same configuration with fresh weights drawn from `rngs`."""
+        return type(self)(**self.constructor_args(), dtype=self.dtype, rngs=rngs)
 
 
-class SimpleRNNCell(RNNCellBase):
+class SimpleRNNCell(GatedCell):
     r"""Keras' `SimpleRNNCell`: a fully connected recurrent step.
 
     .. math::
@@ -371,6 +438,7 @@ class SimpleRNNCell(RNNCellBase):
     """
 
     gates = 1
+    output_is_first_state = True
 
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -392,7 +460,7 @@ class SimpleRNNCell(RNNCellBase):
         return h, (h,), {}
 
 
-class GRUCell(RNNCellBase):
+class GRUCell(GatedCell):
     r"""Keras' `GRUCell` (gated recurrent unit), both `reset_after` variants.
 
     With `reset_after=True` (Keras' default, cuDNN-compatible):
@@ -416,6 +484,7 @@ class GRUCell(RNNCellBase):
     """
 
     gates = 3
+    output_is_first_state = True
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
@@ -481,7 +550,7 @@ class GRUCell(RNNCellBase):
         return h_new, (h_new,), {"z": z, "r": r, "h_tilde": hh}
 
 
-class LSTMCell(RNNCellBase):
+class LSTMCell(GatedCell):
     r"""Keras' `LSTMCell` (long short-term memory).
 
     .. math::
@@ -504,6 +573,7 @@ class LSTMCell(RNNCellBase):
     """
 
     gates = 4
+    output_is_first_state = True
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
@@ -542,7 +612,7 @@ class LSTMCell(RNNCellBase):
         zeros = jnp.zeros((batch_size, self.units), self.dtype)
         return LSTMState(zeros, zeros)
 
-    def _as_states(self, states):
+    def as_states(self, states):
         if not isinstance(states, (list, tuple)) or len(states) != 2:
             raise ValueError("LSTMCell states must be (h, c)")
         return LSTMState(*(as_float(s, self.dtype) for s in states))
@@ -564,23 +634,27 @@ class LSTMCell(RNNCellBase):
         return h_new, LSTMState(h_new, c_new), {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
-class StackedRNNCells(Layer):
+class StackedRNNCells(RNNCellBase):
     """Keras' `StackedRNNCells`: several cells acting as one per time step.
 
     The output of cell `k` is the input of cell `k+1` at the same step; the
     state is the tuple of the cells' states; the output is the last cell's.
-    Only the first cell's input projection can be done before the scan.
+    Only the first cell's input projection can be done before the scan. It
+    is a cell like the others (`RNNCellBase`), so `RNN`, the scan and the
+    read-outs run it as they run one cell.
 
     Args:
       cells: a sequence of cells (`SimpleRNNCell`, `GRUCell`, `LSTMCell`).
     """
 
-    def __init__(self, cells: Sequence[RNNCellBase], *, name: str | None = None):
+    cells = ()  # shadows `RNNCellBase.cells`: set per instance to the stacked cells
+
+    def __init__(self, cells: Sequence[GatedCell], *, name: str | None = None):
         cells = list(cells)
         if not cells:
             raise ValueError("StackedRNNCells needs at least one cell")
         for c in cells:
-            if not isinstance(c, RNNCellBase):
+            if not isinstance(c, GatedCell):
                 raise ValueError(
                     f"StackedRNNCells: unsupported cell {type(c).__name__}; supported: "
                     "SimpleRNNCell, GRUCell, LSTMCell"
@@ -588,6 +662,15 @@ class StackedRNNCells(Layer):
         super().__init__(dtype=cells[0].dtype, rngs=None, name=name)
         self.cells = nnx.List(cells)
         self.built = all(c.built for c in cells)
+
+    def per_cell(self, tree) -> tuple:
+        """States or gates of the stack: already one entry per cell."""
+        return tuple(tree)
+
+    def cell_outputs(self, states, output) -> tuple:
+        """Cell `k < last` outputs its new states' output (its `h`), the last `output`."""
+        return tuple(c.output_from_states(s) for c, s in zip(self.cells[:-1], states[:-1])) + (
+            output,)
 
     @property
     def state_size(self):
@@ -601,6 +684,10 @@ class StackedRNNCells(Layer):
     def input_dim(self):
         return self.cells[0].input_dim
 
+    @property
+    def weight_rngs(self):
+        return self.cells[0].weight_rngs
+
     def build(self, input_shape):
         shape = tuple(input_shape)
         for c in self.cells:
@@ -613,8 +700,8 @@ class StackedRNNCells(Layer):
     def weights(self):
         return [w for c in self.cells for w in c.weights]
 
-    def _weight_labels(self):
-        return [f"cells[{k}].{n}" for k, c in enumerate(self.cells) for n in c._weight_labels()]
+    def weight_labels(self):
+        return [f"cells[{k}].{n}" for k, c in enumerate(self.cells) for n in c.weight_labels()]
 
     def params(self):
         return tuple(c.params() for c in self.cells)
@@ -647,32 +734,19 @@ class StackedRNNCells(Layer):
             gates.append(g)
         return out, tuple(new_states), tuple(gates)
 
-    def step(self, params, z_t, states, masks=None):
-        """`step_with_gates` without the gates: `(output, per-cell new states)`."""
-        output, new_states, _ = self.step_with_gates(params, z_t, states, masks)
-        return output, new_states
-
     def output_from_states(self, states):
         """The last cell's output, from its states (None if it cannot say)."""
         return self.cells[-1].output_from_states(states[-1])
 
-    def _as_states(self, states):
+    def as_states(self, states):
         if not isinstance(states, (list, tuple)) or len(states) != len(self.cells):
             raise ValueError(
                 f"StackedRNNCells with {len(self.cells)} cells needs one state per cell"
             )
-        return tuple(c._as_states(s) for c, s in zip(self.cells, states))
+        return tuple(c.as_states(s) for c, s in zip(self.cells, states))
 
-    def __call__(self, inputs, states, training: bool = False, key=None):
-        """One step of every cell: `(B, D)` inputs, per-cell states."""
-        x = self.cast_inputs(inputs)
-        if x.ndim != 2:
-            raise ValueError(f"StackedRNNCells expects inputs (batch, features), got {x.shape}")
-        self.maybe_build(x.shape, traced=is_traced(x))
-        st = self._as_states(states)
-        params = self.params()
-        masks = self.dropout_masks(key, x.shape[0], training)
-        return self.step(params, self.project(params, x, masks), st, masks)
+    def clone(self, rngs: nnx.Rngs | None) -> "StackedRNNCells":
+        return StackedRNNCells([c.clone(rngs) for c in self.cells])
 
     def get_config(self):
         return {"cells": [c.get_config() for c in self.cells]}

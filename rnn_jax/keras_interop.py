@@ -289,7 +289,7 @@ def _input_spec(module):
     if isinstance(first, Embedding):
         return (None,), "int32"
     for layer in layers:
-        if isinstance(layer, (RNN, Bidirectional, RNNCellBase, StackedRNNCells)):
+        if isinstance(layer, (RNN, Bidirectional, RNNCellBase)):
             return (None, layer.input_dim), str(first.dtype)
         if isinstance(layer, Dense):
             return (layer.input_dim,), str(first.dtype)
@@ -328,7 +328,7 @@ def to_keras(module: Layer):
             _weights_to_keras(kl, layer)
             _copy_states(kl, layer)
         return kmodel
-    if isinstance(module, (RNNCellBase, StackedRNNCells)):
+    if isinstance(module, RNNCellBase):
         kcell = _keras_cell(module)
         kcell.build((None, module.input_dim))
         _weights_to_keras(kcell, module)

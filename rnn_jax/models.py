@@ -82,9 +82,9 @@ class Sequential(Layer):
     def weights(self):
         return [w for layer in self.layers for w in layer.weights]
 
-    def _weight_labels(self):
+    def weight_labels(self):
         return [f"layers[{i}] ({describe(layer)}).{n}" for i, layer in enumerate(self.layers)
-                for n in layer._weight_labels()]
+                for n in layer.weight_labels()]
 
     def reset_state(self):
         for layer in self.layers:

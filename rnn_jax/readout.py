@@ -24,10 +24,11 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax.base import Layer
-from rnn_jax.cells import LSTMState, SimpleRNNCell, StackedRNNCells
+from rnn_jax.cells import LSTMState, SimpleRNNCell
 from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.models import Sequential, apply_layer
-from rnn_jax.recurrent import RNN, Bidirectional, keep_where, time_major
+from rnn_jax.recurrent import RNN, Bidirectional
+from rnn_jax.scan import scan_cell
 
 # -- names and the summary table ------------------------------------------------------
 
@@ -186,14 +187,12 @@ class LayerTrace:
 
 def trace_cell(cell, params, x, states, *, mask=None, go_backwards=False,
                zero_output_for_mask=False):
-    """One `jax.lax.scan` of `cell.step_with_gates`, recording every step.
-
-    A pure function of arrays (like `rnn_jax.recurrent.scan_cell`, no
-    dropout), so it composes with `jit` and `vmap`. The input projection
-    `cell.project` runs once for all steps before the scan.
+    """Every step of `cell` over `x`: `rnn_jax.scan.scan_cell` with `record=True`
+    (the layers' own scan and mask rule, no dropout), time put back in input
+    order. A pure function of arrays, so it composes with `jit` and `vmap`.
 
     Args:
-      cell: a cell or `StackedRNNCells`.
+      cell: a cell (`StackedRNNCells` too).
       params: `cell.params()`.
       x: `(B, T, D)` inputs.
       states: initial states in the cell's structure, each `(B, U)`.
@@ -208,30 +207,11 @@ def trace_cell(cell, params, x, states, *, mask=None, go_backwards=False,
       structure with leaves `(B, T, U_k)`, gates a dict of `(B, T, U_k)`;
       time in input order.
     """
-    stacked = isinstance(cell, StackedRNNCells)
-    z_TxB, mask_TxBx1 = time_major(cell.project(params, x, None), mask, go_backwards)
-    cells = list(cell.cells) if stacked else [cell]
-    zeros = tuple(jnp.zeros((x.shape[0], c.output_size), z_TxB.dtype) for c in cells)
-
-    def body(carry, inp):
-        st, prev_outs = carry
-        z_t, m_t = inp
-        out, new_st, gates = cell.step_with_gates(params, z_t, st, None)
-        per_cell_states = new_st if stacked else (new_st,)
-        per_cell_gates = gates if stacked else (gates,)
-        # a cell's output is its hidden state h, the first of its states
-        outs = tuple(s[0] for s in per_cell_states[:-1]) + (out,)
-        if m_t is not None:
-            outs = tuple(jnp.where(m_t, o, zero if zero_output_for_mask else prev)
-                         for o, prev, zero in zip(outs, prev_outs, zeros))
-            new_st = keep_where(m_t, new_st, st)
-        kept = new_st if stacked else (new_st,)
-        return (new_st, outs), (outs, kept, per_cell_gates)
-
-    _, recorded = jax.lax.scan(body, (states, zeros), (z_TxB, mask_TxBx1))
+    _, _, recorded = scan_cell(cell, params, x, states, mask=mask, go_backwards=go_backwards,
+                               zero_output_for_mask=zero_output_for_mask, record=True)
     if go_backwards:
-        recorded = jax.tree.map(lambda a: a[::-1], recorded)
-    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), recorded)
+        recorded = jax.tree.map(lambda a: jnp.flip(a, axis=1), recorded)
+    return recorded
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "go_backwards", "zero_output_for_mask"))

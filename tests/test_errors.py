@@ -93,6 +93,27 @@ def test_messages_name_the_layer_and_both_shapes():
         dense(_x(1, 3))
 
 
+def test_stacked_cells_name_the_cell_and_both_shapes():
+    # Stacked cells take the single cells' checks: the feature count of a
+    # cell call, and every cell's state shape in a layer's initial_state.
+    cells = R.StackedRNNCells([R.LSTMCell(3, rngs=nnx.Rngs(0), input_shape=(4,), **FAST),
+                               R.GRUCell(2, rngs=nnx.Rngs(1), **FAST)], name="stack")
+    with pytest.raises(ValueError) as info:
+        cells(_x(2, 5), cells.get_initial_state(2))
+    assert str(info.value) == ("StackedRNNCells 'stack': inputs have 5 features, the kernel "
+                               "expects 4")
+    with pytest.raises(ValueError) as info:
+        cells(_x(2, 4, 1), cells.get_initial_state(2))
+    assert str(info.value) == ("StackedRNNCells 'stack' expects inputs of shape (batch, "
+                               "features), got shape (2, 4, 1)")
+    layer = R.RNN(cells, name="rnn")
+    good = cells.get_initial_state(2)
+    bad = (good[0], (_x(2, 3),))  # the GRU's state with the LSTM's width
+    with pytest.raises(ValueError) as info:
+        layer(_x(2, 6, 4), initial_state=bad)
+    assert str(info.value) == "RNN 'rnn' initial_state: expected a state of shape (2, 2), got (2, 3)"
+
+
 def test_no_time_steps():
     with pytest.raises(ValueError, match="time steps"):
         R.SimpleRNN(2, rngs=nnx.Rngs(0), **FAST)(_x(2, 0, 3))
@@ -427,3 +448,22 @@ def test_embedding_out_of_range_under_jit_gives_nan_not_another_row():
                        match=r"Embedding 'words': ids must be in \[0, 10\), got values in "
                              r"\[-1, 99\]; the first out of range at index \(0, 2\)"):
         err.throw()
+
+
+def test_bidirectional_copies_a_stack_of_cells():
+    # A stack is a cell like the others: Bidirectional clones it, cell by cell,
+    # drawing the backward weights from the first cell's key stream.
+    forward = R.RNN([R.LSTMCell(3, rngs=nnx.Rngs(0)),
+                     R.GRUCell(2, reset_after=False, rngs=nnx.Rngs(1))], return_sequences=True)
+    layer = R.Bidirectional(forward, merge_mode="concat")
+    y = layer(_x(2, 5, 4))
+    assert y.shape == (2, 5, 4)
+    back = layer.backward_layer
+    assert back.go_backwards and isinstance(back.cell, R.StackedRNNCells)
+    assert [type(c) for c in back.cell.cells] == [R.LSTMCell, R.GRUCell]
+    assert ([c.get_config() for c in back.cell.cells]
+            == [c.get_config() for c in forward.cell.cells])
+    for label, f, b in zip(back.weight_labels(), forward.get_weights(), back.get_weights()):
+        assert f.shape == b.shape
+        if not label.endswith("bias"):  # fresh draws (the biases start alike)
+            assert not np.array_equal(f, b), label

@@ -278,7 +278,7 @@ def test_lstm_vjp_taken_where_it_applies(make, call, expected):
     assert uses_lstm_vjp(forward.jaxpr) == (expected and jax.default_backend() == "cpu")
     if expected:
         cell = getattr(layer, "cell", None) or layer.forward_layer.cell
-        off = jax.make_jaxpr(lambda p: R.recurrent.scan_cell(
+        off = jax.make_jaxpr(lambda p: R.scan.scan_cell(
             cell, p, x, cell.get_initial_state(B), lstm_vjp=False)[1])(cell.params())
         assert not uses_lstm_vjp(off.jaxpr)
 
@@ -314,7 +314,7 @@ def test_simple_rnn_vjp_taken_where_it_applies(make, call, expected):
     assert uses_vjp(forward.jaxpr) == (expected and jax.default_backend() == "cpu")
     if expected:
         cell = getattr(layer, "cell", None) or layer.forward_layer.cell
-        off = jax.make_jaxpr(lambda p: R.recurrent.scan_cell(
+        off = jax.make_jaxpr(lambda p: R.scan.scan_cell(
             cell, p, x, cell.get_initial_state(B), lstm_vjp=False)[1])(cell.params())
         assert not uses_vjp(off.jaxpr)
 
