@@ -271,30 +271,39 @@ def _first_index_text(ndim: int) -> str:
     return ", ".join(f"{axis} {{}}" for axis in names) or "the only value"
 
 
-def check_finite_inputs(layer, x) -> None:
-    """Refuses NaN / inf in a layer's float inputs `x` (see `check_inputs`).
+def refuse_where(bad, message: str, *values) -> None:
+    """Refuses an array where the bool array `bad` holds anywhere, with
+    `message`: a format string with a `{}` for each of `values` (scalars
+    computed from the array, e.g. counts) and then one per axis of `bad`,
+    filled with the first offending index.
 
-    Concrete `x`: raises ValueError at once. Traced `x`: a `checkify.check`
+    Concrete `bad`: raises ValueError at once. Traced: a `checkify.check`
     (with `debug=True`, so plain `jit` drops it) that `checkify.checkify`
-    reports. Integer inputs pass unchecked.
+    reports. The one mechanism behind `check_finite_inputs` and
+    `Embedding`'s id check.
     """
+    if is_traced(bad):
+        first = jnp.unravel_index(jnp.argmax(bad.reshape(-1)), bad.shape)
+        checkify.check(~jnp.any(bad), message, *values, *first, debug=True)
+        return
+    bad = np.asarray(bad)
+    if not bad.any():
+        return
+    first = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
+    raise ValueError(message.format(*(np.asarray(v).item() for v in values),
+                                    *(int(i) for i in first)))
+
+
+def check_finite_inputs(layer, x) -> None:
+    """Refuses NaN / inf in a layer's float inputs `x` (see `check_inputs`):
+    a ValueError at once on concrete `x`, a `checkify` check under a JAX
+    transformation (`refuse_where`). Integer inputs pass unchecked."""
     if not jnp.issubdtype(x.dtype, jnp.inexact) or x.size == 0:
         return
     who = describe(layer).replace("{", "{{").replace("}", "}}")
     message = (f"{who}: inputs contain {{}} NaN and {{}} inf values; the first at "
                f"{_first_index_text(x.ndim)} (rnn_jax.check_inputs() is on)")
-    bad = ~jnp.isfinite(x)
-    if is_traced(x):
-        first = jnp.unravel_index(jnp.argmax(bad.reshape(-1)), x.shape)
-        checkify.check(~jnp.any(bad), message, jnp.sum(jnp.isnan(x)), jnp.sum(jnp.isinf(x)),
-                       *first, debug=True)
-        return
-    if not bool(jnp.any(bad)):
-        return
-    x = np.asarray(x)
-    first = np.unravel_index(int(np.argmax(~np.isfinite(x).reshape(-1))), x.shape)
-    raise ValueError(message.format(int(np.isnan(x).sum()), int(np.isinf(x).sum()),
-                                    *(int(i) for i in first)))
+    refuse_where(~jnp.isfinite(x), message, jnp.sum(jnp.isnan(x)), jnp.sum(jnp.isinf(x)))
 
 
 def check_finite_data(**arrays) -> None:

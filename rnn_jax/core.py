@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from jax.experimental import checkify
 
 from rnn_jax import activations
-from rnn_jax.base import Layer, as_float, checking_inputs, describe, is_traced
+from rnn_jax.base import Layer, as_float, checking_inputs, describe, is_traced, refuse_where
 
 
 class Embedding(Layer):
@@ -82,22 +80,15 @@ class Embedding(Layer):
         return jnp.take(self.embeddings[...], safe, axis=0, mode="fill", fill_value=jnp.nan)
 
     def _check_ids(self, ids):
-        """Refuses ids outside `[0, input_dim)` (see `__call__`)."""
-        bad = (ids < 0) | (ids >= self.input_dim)
+        """Refuses ids outside `[0, input_dim)` (see `__call__`): always on
+        concrete ids; under a transformation when `check_inputs()` is on."""
+        if is_traced(ids) and not checking_inputs():
+            return
         who = describe(self).replace("{", "{{").replace("}", "}}")
         index = ", ".join(["{}"] * ids.ndim)
         message = (f"{who}: ids must be in [0, {self.input_dim}), got values in [{{}}, {{}}]; "
                    f"the first out of range at index ({index})")
-        if is_traced(ids):
-            if checking_inputs():
-                first = jnp.unravel_index(jnp.argmax(bad.reshape(-1)), ids.shape)
-                checkify.check(~jnp.any(bad), message, jnp.min(ids), jnp.max(ids), *first,
-                               debug=True)
-            return
-        lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
-        if lo < 0 or hi >= self.input_dim:
-            first = np.unravel_index(int(np.argmax(np.asarray(bad).reshape(-1))), ids.shape)
-            raise ValueError(message.format(lo, hi, *(int(i) for i in first)))
+        refuse_where((ids < 0) | (ids >= self.input_dim), message, jnp.min(ids), jnp.max(ids))
 
 
 class Dense(Layer):
