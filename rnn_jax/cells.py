@@ -27,8 +27,7 @@ the input, row 1 for the recurrent projection). Gates are laid side by side in
 Keras' order: LSTM `i, f, c, o`; GRU `z, r, h`. The steps cut them apart
 with `jnp.split`, not basic slicing: the gradient of a split is one
 concatenate, where the gradients of column slices are pads summed inside the
-backward scan, which XLA's CPU backend runs as one slow loop fusion (Reuters
-LSTM epoch 147 -> 123 ms, GRU 144 -> 96 ms).
+backward scan, which XLA's CPU backend runs as one slow loop fusion.
 """
 
 from __future__ import annotations
@@ -51,9 +50,8 @@ def materialize(tree):
     and a loop fusion that reads column blocks of a `(B, G*U)` array (a
     cell's gates) and applies `sigmoid` or `tanh` to them is compiled to
     scalar code. Computing the gate pre-activations and then their
-    activations over whole arrays first keeps those loops vectorised: an
-    LSTM(50) forward pass of notebook 004's batches ran 2.6-2.9x faster for
-    1 and 5 seeds (2-core CPU), and its training step no slower.
+    activations over whole arrays first keeps those loops vectorised
+    (figures: docs/performance.md).
     """
     if jax.default_backend() != "cpu":
         return tree

@@ -244,9 +244,8 @@ def _weight_gradients(params, x_TxB, hprev_TxB, dz_TxB):
 
     d_params = {"kernel": summed_outer(x_TxB), "recurrent_kernel": summed_outer(hprev_TxB)}
     if "bias" in params:
-        # A matvec, not `sum(axis=0)`: XLA's CPU backend turns that sum
-        # into a windowed reduction that took 10 ms (40x one seed's) for
-        # 5 seeds of a Reuters batch under vmap.
+        # A matvec, not `sum(axis=0)`: under vmap XLA's CPU backend turns
+        # that sum into a slow windowed reduction.
         d_params["bias"] = jnp.ones((dz_N.shape[0],), dz_N.dtype) @ dz_N
     dx_TxB = (dz_N @ params["kernel"].T).reshape(x_TxB.shape)
     return d_params, dx_TxB
@@ -295,8 +294,8 @@ def simple_rnn_scan(cell, params, x, states, *, go_backwards=False, unroll=False
 
     Why: JAX's transpose of the scan accumulates :math:`\bar U` inside the
     backward loop, a `(B, U)^\top (B, U)` dot with a transposed operand and
-    an add every step; under `vmap` over 5 seeds that dot took 128 us a step
-    (14 us for one seed) for notebook 004's SimpleRNN(50).
+    an add every step, slow on CPU and slower still under `vmap` over seeds
+    (figures: docs/performance.md).
 
     Args: as `lstm_scan`, for a `SimpleRNNCell` for which `simple_rnn_vjp_applies`.
 
@@ -381,9 +380,8 @@ def lstm_scan(cell, params, x, states, *, go_backwards=False, unroll=False,
     JAX's own transpose of the scan stores twice as many `(B, U)` arrays a
     step and accumulates :math:`\bar U` and :math:`\bar W` inside the
     backward loop, one small matmul and add each per step. On CPU this one
-    measured faster: a Reuters LSTM epoch (batch 50, 49 steps, 50 units)
-    97 -> 85 ms. Gradients agree with JAX's to float rounding (their sums
-    run in another order).
+    measured faster (figures: docs/performance.md). Gradients agree with
+    JAX's to float rounding (their sums run in another order).
 
     Args:
       cell: an `LSTMCell` for which `lstm_vjp_applies`.

@@ -105,8 +105,8 @@ def shuffled_order(key, n: int) -> jax.Array:
     """A random permutation of `range(n)`, int32 `(n,)`, from `key`.
 
     `jax.random.permutation` sorts (key, value) pairs over several rounds,
-    and XLA's CPU sort is slow: 6.5 ms for n = 8,000 and 330 ms for 64 seeds
-    under `vmap`, more than training sum3 itself. So:
+    and XLA's CPU sort is slow (under `vmap` over many seeds, slower than
+    training sum3 itself; figures in docs/performance.md). So:
 
     - `n <= 2048`: exactly uniform, by sorting. Each round sorts ONE uint32
       array, random high bits with the position packed into the low
@@ -119,10 +119,8 @@ def shuffled_order(key, n: int) -> jax.Array:
       the other, with two random uint32 round keys), walked again while
       the value is `>= n` ("cycle walking", so the result is a permutation
       of `range(n)`). This is the construction behind TensorFlow's
-      `random_index_shuffle` and Grain's index shuffle. Elementwise work only:
-      0.5 ms instead of 1.5 ms for one seed of 8,000, 6 ms instead of 41 ms
-      for 64 seeds (2-core CPU); `fit` takes it in two parts
-      (`_order_and_tail`). It is not exactly uniform (no keyed
+      `random_index_shuffle` and Grain's index shuffle. Elementwise work
+      only; `fit` takes it in two parts (`_order_and_tail`). It is not exactly uniform (no keyed
       shuffle reaches all `n!` orders), but tests find no bias: every item's
       position is uniform and neighbouring items are ordered either way
       half the time.
@@ -147,10 +145,8 @@ def _order_and_tail(key, n: int):
     Why: under `vmap` a walk over the whole array repeats the slowest seed's
     walk for every seed (3 to 4 passes for 64 seeds of 8,000), and looking
     the few values up in the table for the whole array is a gather that XLA's
-    CPU backend runs slowly (~3 ms for 64 x 8,000). `fit` looks them up one
-    gathered chunk of minibatches at a time instead. 64 seeds of 8,000: 2 ms
-    instead of 8 ms for the order; sum3 epochs ~8% faster for 64 seeds, ~30%
-    for 512 (2-core AMD EPYC, side by side, same orders).
+    CPU backend runs slowly. `fit` looks them up one gathered chunk of
+    minibatches at a time instead (the same orders).
     """
     b = max(1, (n - 1).bit_length())
     if b <= 11:
@@ -288,8 +284,7 @@ class Engine:
         `chunk_bytes`. Why: XLA's CPU runtime runs a loop body's kernels on
         one thread only when every buffer they touch is small (512 bytes);
         otherwise it spreads them over the cores, which for a tiny model's
-        step costs more in hand-offs than the kernels themselves (sum3's
-        epochs took 4 or 10 ms at random; pinned to one core, always 4).
+        step costs more in hand-offs than the kernels themselves.
         A step that reads its minibatch out of the whole `x` touches a large
         buffer; one that reads it out of a small gathered chunk does not.
         The steps, their order and their keys are the same for every `k`.
@@ -576,8 +571,7 @@ def seed_vmap(fn, in_axes=0, **vmap_kw):
     Why: under `vmap` every dot of the step gets a size-1 batch dimension, and
     XLA's CPU backend then lays out the recurrent weight gradient transposed
     (a `(4U, U)` dot and a transposing add into the `(U, 4U)` accumulator at
-    every step of the backward scan). A bare LSTM training epoch on notebook
-    004's data took 147 ms under `vmap` of one seed and 127 ms without.
+    every step of the backward scan), which made one seed's epoch slower.
     """
     batched = jax.vmap(fn, in_axes=in_axes, **vmap_kw)
 
@@ -602,15 +596,11 @@ def init_program(init, mesh, num_seeds: int):
     seeds (`jax.shard_map` over the mesh's `seeds` axis), never `vmap`-ed.
 
     Why: under `vmap` the orthogonal initializer's QR (`jnp.linalg.qr`) is a
-    batched LAPACK call, and jaxlib 0.10's CPU LAPACK kernels split a batch
-    whose cost passes ~2e5 flop (two (200, 50) QRs of an LSTM(50) recurrent
-    kernel; four (50, 50) of a SimpleRNN(50)) into tasks on XLA's intra-op
-    thread pool and block that pool thread until they are done
-    (`ParallelBatchMap` -> `BlockingCounter::Wait`). With two host CPU devices
-    on a 2-core machine (a 2-thread pool), both devices' QRs block both
-    threads and the tasks never run: `fit` hung at 0% CPU before its first
-    epoch (4 seeds of the Reuters LSTM on 2 devices). One matrix per call is
-    run inline, on the calling thread. The weights are the same, bitwise.
+    batched LAPACK call, which jaxlib 0.10's CPU kernels split into tasks on
+    XLA's intra-op thread pool while blocking the pool thread that waits for
+    them; with one host CPU device per core both devices' threads block and
+    `fit` deadlocks before its first epoch. One matrix per call runs inline,
+    on the calling thread. The weights are the same, bitwise.
     """
     if num_seeds == 1 and mesh is None:
         return seed_vmap(init)  # one seed: already unbatched
@@ -666,13 +656,10 @@ def seed_chunks(num_params: int, batch_size: int, layout: "SeedLayout",
     device's seeds), else 1 for a model of `num_params * batch_size >=
     MAPPED_SEEDS_WORK` with several seeds per device on CPU, else None (vmap).
 
-    Measured (2-core CPU, 2 host devices, Reuters epoch without validation,
-    side by side): LSTM(50) 5 seeds even (618 vs 619 ms), 16 seeds 1610 ->
-    1394 ms, 64 seeds 8624 -> 6549 ms; SimpleRNN(50) 16 seeds 779 -> 419 ms
-    (~5k parameters x batch 50 = 250k). Chunks of 2 or 4 seeds were slower
-    than 1 (LSTM, 16 seeds: 1850 and 1693 ms). sum3's SimpleRNN(1) (3
-    parameters x batch 4) trains 64 seeds in 6x one seed's time under
-    `vmap`, which one at a time cannot match.
+    Why: on CPU a `vmap`-ed seed of a Reuters-size model (LSTM(50) or
+    SimpleRNN(50), batch 50) costs more than the same seed run alone, while
+    a tiny model's (sum3's SimpleRNN(1), batch 4) costs far less; chunks of
+    2 or 4 were slower than 1 (figures: docs/performance.md, "Many seeds").
     """
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
