@@ -82,9 +82,9 @@ def scan_cell(cell, params, x, states, masks=None, *, mask=None, go_backwards=Fa
         it applies (`lstm_vjp_applies`: an `LSTMCell` with Keras' default
         activations; `simple_rnn_vjp_applies`: a `SimpleRNNCell` of more than
         one unit with a `tanh`, linear or `relu` activation; both without a
-        mask or active dropout); the forward values are the same either way. Default: on CPU, where it measured
-        faster, unless `jax_lstm_gradients()` is on; elsewhere it is
-        unmeasured, so off.
+        mask or active dropout); the forward values are the same either
+        way. Default: on CPU, where it measured faster, unless
+        `jax_lstm_gradients()` is on; elsewhere it is unmeasured, so off.
       record: also record every step (for `rnn_jax.readout.trace_states`):
         then the third result is `(outputs, states, gates)`, each a tuple
         with one entry per cell of `cell.cells`: outputs `(B, T, U_k)` under
