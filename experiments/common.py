@@ -16,10 +16,14 @@ results. One value runs, records and resumes exactly as before.
 
 A run in `--workdir` saves its training state every `--checkpoint_every` epochs
 and at the end (`<workdir>/checkpoints/<epoch>/`). The same command again
-resumes from the newest checkpoint and ends with the same `metrics.json` as an
-unbroken run; a damaged newest checkpoint is named in a warning and moved
-aside, and the run resumes from the newest intact one. A workdir holding a run
-with other flags is refused unless `--overwrite` is given; so are, with one
+resumes an unfinished run from the newest checkpoint and ends with the same
+`metrics.json` as an unbroken run; a damaged newest checkpoint is named in a
+warning and moved aside, and the run resumes from the newest intact one. A
+finished run (its `metrics.json` written) is not redone: the same command says
+so in one line and leaves its outputs as they are. `--overwrite` starts over:
+it removes the run in the workdir (whatever its flags) and trains from the
+first epoch. A workdir holding a run with other flags is refused unless
+`--overwrite` is given; so are, with one
 line and exit status 1, a workdir that cannot be created or written in,
 checkpoints that are all damaged, and a checkpoint of another model or number
 of seeds. A run whose every seed meets a non-finite loss stops with exit status
@@ -52,8 +56,9 @@ flags.DEFINE_string("workdir", None, "directory for the run's outputs: run.json,
 flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "rnn_jax", "xla"),
                     "directory of JAX's persistent compilation cache (a rerun with the same "
                     "shapes skips XLA compilation); empty to turn it off")
-flags.DEFINE_bool("overwrite", False, "replace the run already in --workdir when its flags "
-                  "differ (without it, such a workdir is refused)")
+flags.DEFINE_bool("overwrite", False, "replace the run already in --workdir and train from "
+                  "the start (without it, a run with other flags is refused, a finished one "
+                  "left as it is, and an unfinished one resumed)")
 flags.DEFINE_integer("checkpoint_every", 10, "save the training state every this many epochs "
                      "(and after the last) under <workdir>/checkpoints", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffling; seed i of "
@@ -239,11 +244,13 @@ def run_flags() -> dict:
 
 def claim_workdir(workdir: str, overwrite: bool) -> bool:
     """Make `workdir` this run's: True when it already holds this run (same
-    `run_flags()`: resume), False when it is new or was overwritten. A workdir
-    holding another run (other flags, or outputs without a readable run.json)
-    is refused with a ValueError naming why, unless `overwrite`; so is one
-    that cannot be created or written in (naming the directory at fault and
-    the OS reason; nothing is left behind)."""
+    `run_flags()`: resume, or nothing to do when it is finished), False when
+    it is new or was overwritten. `overwrite` removes whatever run it holds
+    (the same flags too: the run starts over). Without it, a workdir holding
+    another run (other flags, or outputs without a readable run.json) is
+    refused with a ValueError naming why; so is one that cannot be created or
+    written in (naming the directory at fault and the OS reason; nothing is
+    left behind)."""
     now = run_flags()
     record = os.path.join(workdir, "run.json")
     problem = None
@@ -254,7 +261,7 @@ def claim_workdir(workdir: str, overwrite: bool) -> bool:
         except (ValueError, KeyError, TypeError):
             problem = "holds run outputs but an unreadable run.json"
         else:
-            if theirs == now:
+            if theirs == now and not overwrite:
                 return True
             diff = [f"--{k}={theirs.get(k, '(unset)')} there, {now.get(k, '(unset)')} here"
                     for k in sorted(set(now) | set(theirs))
@@ -263,7 +270,7 @@ def claim_workdir(workdir: str, overwrite: bool) -> bool:
                        f"{'; ...' if len(diff) > 4 else ''})")
     elif any(os.path.exists(os.path.join(workdir, n)) for n in RUN_FILES):
         problem = "holds run outputs but no run.json (a run of an older version, or not a run)"
-    if problem is not None:
+    if problem is not None or overwrite:
         if not overwrite:
             raise ValueError(f"--workdir={workdir} {problem}: pass --overwrite to replace it, "
                              "or choose another --workdir")
@@ -281,6 +288,9 @@ def claim_workdir(workdir: str, overwrite: bool) -> bool:
     return False
 
 
+GO, REFUSED, COMPLETE = 0, 1, 2  # what Run does with a workdir (process 0 tells the others)
+
+
 class Run:
     """One training run of an experiment, writing into `--workdir` (if given)."""
 
@@ -292,21 +302,27 @@ class Run:
         self.checkpoint_dir = (os.path.join(FLAGS.workdir, "checkpoints") if FLAGS.workdir
                                else None)
         self.t_start = time.perf_counter()
-        refused = False
+        status = GO
         if self.workdir:
             try:
-                claim_workdir(self.workdir, FLAGS.overwrite)
+                if (claim_workdir(self.workdir, FLAGS.overwrite)
+                        and os.path.exists(self.path("metrics.json"))):
+                    status = COMPLETE
             except ValueError as e:  # an expected refusal: one line, no traceback
                 print(f"{name}: {e}", file=sys.stderr, flush=True)
-                refused = True
+                status = REFUSED
         if FLAGS.workdir and jax.process_count() > 1:  # the others wait for process 0's claim
             from jax.experimental import multihost_utils
-            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
-            if refused and jax.process_index() > 0:
+            status = int(multihost_utils.broadcast_one_to_all(np.int32(status)))
+            if status == REFUSED and jax.process_index() > 0:
                 print(f"{name}: process 0 refused --workdir={FLAGS.workdir}", file=sys.stderr,
                       flush=True)
-        if refused:
+        if status == REFUSED:
             sys.exit(1)
+        if status == COMPLETE:  # metrics.json is written last: the run is finished
+            print(f"{name}: --workdir={FLAGS.workdir} holds this run, already complete; its "
+                  "outputs are left as they are (--overwrite trains it again)", flush=True)
+            sys.exit(0)
         if self.workdir:
             workdir_lib.write_text(self.path("flags.txt"), FLAGS.flags_into_string())
             # Import what the outputs need while XLA compiles (which releases the GIL).

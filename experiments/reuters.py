@@ -145,9 +145,10 @@ def main(argv):
                      f"{row['test_accuracy_mean']:.4f}{spread}")
     if FLAGS.model in NOTEBOOK_ACCURACY and FLAGS.encoding == "raw":
         lines.append(f"the notebook's {FLAGS.model}: {NOTEBOOK_ACCURACY[FLAGS.model]:.3f}")
-    per_epoch = result.train_seconds / hp["epochs"]
-    lines.append(f"{per_epoch:.3f} s per epoch ({n} {'member' if lrs else 'seed'}"
-                 f"{'s' if n > 1 else ''} at once), "
+    ran = len(result.epoch_seconds)  # by this command (fewer when it resumed)
+    per_epoch = result.train_seconds / ran if ran else None
+    lines.append((f"{per_epoch:.3f} s per epoch" if ran else "no epoch left to train")
+                 + f" ({n} {'member' if lrs else 'seed'}{'s' if n > 1 else ''} at once), "
                  f"compile {result.compile_seconds:.2f} s")
     extra = {"model": FLAGS.model, "encoding": FLAGS.encoding,
              "test_accuracy": acc.tolist() if n > 1 else float(acc[0]),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pathlib
 import shutil
 
 import jax
@@ -330,10 +331,18 @@ def _flat_shapes(tree, prefix=()):
 
 
 def _item_metadata(path: str) -> dict:
-    """The tree of array metadata (`.shape`, `.dtype`) of the checkpoint at `path`."""
-    with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(path)
-    return meta.item_metadata if hasattr(meta, "item_metadata") else meta
+    """The tree of array metadata (`.shape`, `.dtype`) of the checkpoint item at `path`.
+
+    Read by the item's handler: a `Checkpointer` would also look for a step's
+    `_CHECKPOINT_METADATA` in it, which an item of a run's checkpoint
+    (`<epoch>/default`) does not hold (it is one level up), and log a warning
+    that it is missing.
+    """
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        return handler.metadata(pathlib.Path(path))
+    finally:
+        handler.close()
 
 
 def checkpoint_path(path: str) -> str:

@@ -126,6 +126,18 @@ def test_resume_from_the_final_checkpoint_trains_nothing(tmp_path):
         R.fit(lstm_factory, x, y, epochs=1, checkpoint_dir=str(tmp_path), **FIT)
 
 
+def test_reading_a_runs_checkpoint_back_logs_no_warning(tmp_path, caplog):
+    # Orbax's Checkpointer looks for a step's _CHECKPOINT_METADATA in the item
+    # directory (<epoch>/default) it is given, and warns through absl logging
+    # ("Metadata file does not exist") that it is not there: it is one level up.
+    x, y = regression_data()
+    fit = R.fit(lstm_factory, x, y, epochs=1, num_seeds=2, checkpoint_dir=str(tmp_path), **FIT)
+    with caplog.at_level(logging.DEBUG):
+        model = checkpoints.load_weights(lstm_factory(nnx.Rngs(5)), str(tmp_path), seed_index=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    np.testing.assert_array_equal(model(x[:7]), fit.model(1)(x[:7]))
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     x, y = regression_data()
     R.fit(lstm_factory, x, y, epochs=1, checkpoint_dir=str(tmp_path), **FIT)
@@ -418,6 +430,7 @@ def test_experiment_killed_then_rerun_ends_bitwise_equal(tmp_path, unbroken, mom
     assert not (tmp_path / "metrics.json").exists()
     rerun = run_sum3(f"--workdir={tmp_path}")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stderr == ""  # no Orbax warning on resuming
     resumed_from = json.loads((tmp_path / "timing.json").read_text())["resumed_from_epoch"]
     assert resumed_from == {"checkpoint_rename": 2, "metrics_write": 6,
                             "after_epoch_5": 4}[moment]
@@ -442,6 +455,29 @@ def test_workdir_with_other_flags_is_refused_unless_overwrite(tmp_path, unbroken
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["2"]
     assert len((tmp_path / "w" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_finished_run_is_left_as_it_is_and_overwrite_starts_over(tmp_path, unbroken, run_sum3):
+    work = tmp_path / "w"
+    shutil.copytree(unbroken, work)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in work.iterdir()
+              if p.is_file()}
+    proc = run_sum3(f"--workdir={work}")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [
+        f"sum3 (scalar): --workdir={work} holds this run, already complete; its outputs are "
+        "left as they are (--overwrite trains it again)"]
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in work.iterdir()
+            if p.is_file()} == before
+    assert sorted(os.listdir(work / "checkpoints")) == ["2", "4", "6"]
+
+    # --overwrite with the same flags: every epoch trained again, from the start.
+    proc = run_sum3(f"--workdir={work}", "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Epoch 1/6" in proc.stdout and "resumed from" not in proc.stdout
+    assert json.loads((work / "timing.json").read_text())["resumed_from_epoch"] == 0
+    assert (work / "metrics.json").read_bytes() == before["metrics.json"][0]  # deterministic
+    assert (work / "metrics.json").stat().st_mtime_ns != before["metrics.json"][1]
 
 
 def test_experiment_divergence_is_one_line_and_exit_1(tmp_path, run_sum3):
@@ -508,6 +544,7 @@ def test_experiment_with_every_checkpoint_damaged_stops_in_one_line(tmp_path, un
                                                                       run_sum3):
     work = tmp_path / "w"
     shutil.copytree(unbroken, work)
+    (work / "metrics.json").unlink()  # unfinished: the rerun resumes
     for epoch in ("2", "4", "6"):
         damage(work / "checkpoints" / epoch, "manifest")
     proc = run_sum3(f"--workdir={work}")
@@ -529,6 +566,7 @@ def test_experiment_checkpoint_of_another_model_is_refused_in_one_line(tmp_path,
 
     work = tmp_path / "w"
     shutil.copytree(unbroken, work)
+    (work / "metrics.json").unlink()  # unfinished: the rerun resumes
     shutil.rmtree(work / "checkpoints")
     x = np.eye(10, dtype=np.float32)[np.arange(96).reshape(32, 3) % 10]
     R.fit(sum3.make_model_fn("onehot"), x, x.sum(axis=(1, 2))[:, None], epochs=2,

@@ -3,8 +3,10 @@ from their flagfiles, 2 epochs each, checking every output in the workdir
 against numpy recomputations from the saved checkpoint."""
 
 import json
+import re
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -221,6 +223,54 @@ def test_sum3_learning_rate_sweep(tmp_path):
     assert one["U"] == pytest.approx(metrics["U"][3], rel=1e-4, abs=1e-5)
     assert one["val_loss"] == pytest.approx(metrics["val_loss"][3], rel=1e-3, abs=1e-6)
     assert metrics["W"][3] != pytest.approx(metrics["W"][1], rel=1e-3)  # the values differ
+
+
+# experiments.sum3 in a subprocess that, at its first epoch, logs a warning through
+# absl logging and one through Python's warnings (as a library would), and at exit
+# prints which TensorFlow / Keras modules were imported.
+WATCHED = textwrap.dedent("""
+    import atexit, sys, warnings
+    from absl import logging
+    from rnn_jax import workdir
+    atexit.register(lambda: print("imported:", sorted(
+        m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))))
+    history_line = workdir.history_line
+    def patched(epoch, *a, **k):
+        if epoch == 1:
+            logging.warning("a library's absl warning")
+            warnings.warn("a library's Python warning")
+        return history_line(epoch, *a, **k)
+    workdir.history_line = patched
+    from absl import app
+    from experiments import sum3
+    app.run(sum3.main)
+""")
+TF_LINES = re.compile(r"tensorflow|oneDNN|cuda drivers|TF-TRT|cuDNN|cuFFT|cuBLAS|StreamExecutor",
+                      re.IGNORECASE)
+
+
+def test_plain_run_imports_no_tensorflow_and_keeps_warnings_that_matter(tmp_path):
+    """A plain run imports no TensorFlow (nor Keras), so none of its start-up
+    lines; a resumed run prints no Orbax warning; and warnings of the libraries
+    a run uses still reach the terminal."""
+    args = ["--flagfile=experiments/flags/sum3.flags", "--num_seeds=1", "--num_samples=400",
+            "--epochs=2", "--checkpoint_every=1", f"--workdir={tmp_path}"]
+    proc = subprocess.run([sys.executable, "-c", WATCHED, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "imported: []", proc.stdout[-2000:]
+    assert not TF_LINES.search(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    assert "a library's absl warning" in proc.stderr
+    assert "UserWarning: a library's Python warning" in proc.stderr
+    # Resumed from epoch 1 (the newest checkpoint, 2, and the final outputs gone):
+    # nothing on stderr.
+    import shutil
+    shutil.rmtree(tmp_path / "checkpoints" / "2")
+    (tmp_path / "metrics.json").unlink()
+    proc = run_module("experiments.sum3", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {tmp_path}/checkpoints/1 (epoch 1 of 2)" in proc.stdout
+    assert proc.stderr == "", proc.stderr[-3000:]
 
 
 def test_learning_rate_flag_keeps_one_value_a_float():
