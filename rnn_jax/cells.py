@@ -235,9 +235,9 @@ class GatedCell(RNNCellBase):
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
         bias_initializer="zeros",
+        *,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
-        *,
         input_shape: Sequence[int] | None = None,
         dtype="float32",
         rngs: nnx.Rngs | None = None,
@@ -440,7 +440,7 @@ class SimpleRNNCell(GatedCell):
 
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0, **kwargs):
+                 bias_initializer="zeros", *, dropout=0.0, recurrent_dropout=0.0, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=None,
                          use_bias=use_bias, kernel_initializer=kernel_initializer,
                          recurrent_initializer=recurrent_initializer,
@@ -486,7 +486,7 @@ class GRUCell(GatedCell):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", *,
                  dropout=0.0, recurrent_dropout=0.0, reset_after=True, **kwargs):
         self.reset_after = bool(reset_after)
         super().__init__(units, activation=activation,
@@ -576,7 +576,7 @@ class LSTMCell(GatedCell):
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, **kwargs):
+                 unit_forget_bias=True, *, dropout=0.0, recurrent_dropout=0.0, **kwargs):
         self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(units, activation=activation,
                          recurrent_activation=recurrent_activation, use_bias=use_bias,

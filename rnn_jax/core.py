@@ -27,8 +27,8 @@ class Embedding(Layer):
 
     weight_names = ("embeddings",)
 
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
-                 mask_zero: bool = False, *, dtype="float32", rngs: nnx.Rngs | None = None,
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform", *,
+                 mask_zero: bool = False, dtype="float32", rngs: nnx.Rngs | None = None,
                  name: str | None = None):
         super().__init__(dtype=dtype, rngs=rngs, name=name)
         for arg, v in (("input_dim", input_dim), ("output_dim", output_dim)):

@@ -218,9 +218,9 @@ class SimpleRNN(_CellLayer):
 
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0,
+                 bias_initializer="zeros", *, dropout=0.0, recurrent_dropout=0.0,
                  return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, zero_output_for_mask=False, *,
+                 stateful=False, unroll=False, zero_output_for_mask=False,
                  name=None, **kwargs):
         cell = SimpleRNNCell(units, activation=activation, use_bias=use_bias,
                              kernel_initializer=kernel_initializer,
@@ -242,10 +242,10 @@ class GRU(_CellLayer):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", *,
                  dropout=0.0, recurrent_dropout=0.0, reset_after=True,
                  return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, zero_output_for_mask=False, *,
+                 stateful=False, unroll=False, zero_output_for_mask=False,
                  name=None, **kwargs):
         cell = GRUCell(units, activation=activation, recurrent_activation=recurrent_activation,
                        use_bias=use_bias, kernel_initializer=kernel_initializer,
@@ -269,9 +269,9 @@ class LSTM(_CellLayer):
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
                  use_bias=True, kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0,
+                 unit_forget_bias=True, *, dropout=0.0, recurrent_dropout=0.0,
                  return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, zero_output_for_mask=False, *,
+                 stateful=False, unroll=False, zero_output_for_mask=False,
                  name=None, **kwargs):
         cell = LSTMCell(units, activation=activation, recurrent_activation=recurrent_activation,
                         use_bias=use_bias, kernel_initializer=kernel_initializer,
@@ -322,8 +322,9 @@ class Bidirectional(Layer):
     `(output, *forward_states, *backward_states)`.
     """
 
-    def __init__(self, layer: RNN, merge_mode: str | None = "concat", backward_layer: RNN | None = None,
-                 *, rngs: nnx.Rngs | None = None, name: str | None = None):
+    def __init__(self, layer: RNN, merge_mode: str | None = "concat", *,
+                 backward_layer: RNN | None = None, rngs: nnx.Rngs | None = None,
+                 name: str | None = None):
         if not isinstance(layer, RNN):
             raise ValueError(
                 f"Bidirectional wraps a recurrent layer (RNN, SimpleRNN, GRU, LSTM); got "

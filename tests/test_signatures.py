@@ -245,3 +245,22 @@ def test_accepted_follows_kwargs_and_sees_a_changed_default():
         "default a=1, the reference has 1.0"]
     assert differences({"a": 1}, {"a": 1}, {}, {"a": "stale"}, {}) == [
         "a is listed as a known difference but both take it"]
+
+
+def _positional(cls) -> list[str]:
+    """The names `cls(...)` binds by position, in order (`self` left out)."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind in kinds][1:]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_positional_arguments_mean_what_they_mean_in_keras(keras, name):
+    # An argument given by position must land where Keras puts it: rnn_jax's
+    # positional arguments are the first ones of Keras' own list, in order;
+    # the rest (e.g. `dropout`, which Keras puts after the regularizers) are
+    # keyword-only, so a positional call meant for Keras fails loudly instead
+    # of setting another argument.
+    ours = _positional(getattr(rnn_jax, name))
+    theirs = _positional(getattr(keras.layers, name))
+    assert ours == theirs[:len(ours)], (name, ours, theirs)
