@@ -25,7 +25,9 @@ from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
                            SimpleRNNCell, StackedRNNCells)
-from rnn_jax.core import Activation, Dense, Embedding, Masking
+from rnn_jax.core import (Activation, Add, Concatenate, Dense, Dropout, Embedding, Flatten,
+                          GlobalAveragePooling1D, GlobalMaxPooling1D, Masking, RepeatVector,
+                          TimeDistributed)
 from rnn_jax.keras_interop import from_keras, to_keras
 from rnn_jax.models import Sequential
 from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
@@ -34,6 +36,8 @@ from rnn_jax.training import (FitResult, NonFiniteLossError, TrainState, evaluat
                               use_cpu_cores, use_processes)
 
 __all__ = [
+    "Add", "Concatenate", "Dropout", "Flatten", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+    "RepeatVector", "TimeDistributed",
     "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GatedCell", "GRU",
     "GRUCell", "RNNCellBase",
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",

@@ -9,23 +9,24 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax.base import Layer, describe
-from rnn_jax.core import Embedding, Masking
+from rnn_jax.core import Merge
 from rnn_jax.recurrent import RNN, Bidirectional
 
 
 def apply_layer(layer, x, mask=None, training: bool = False, key=None):
     """One layer of a chain with Keras' mask passing: `(outputs, mask for the next layer)`.
 
-    `Embedding(mask_zero=True)` and `Masking` make a `(B, T)` mask; a
-    recurrent layer consumes it and passes it on only when it returns
-    sequences; other layers pass it through unchanged.
+    The layer's own `compute_mask(inputs, mask)` says what its output carries
+    (`Embedding(mask_zero=True)` and `Masking` make a `(B, T)` mask; `Flatten`,
+    `RepeatVector` and the poolings drop it); a recurrent layer consumes it and
+    passes it on only when it returns sequences; a layer without
+    `compute_mask` passes it through unchanged.
     """
-    if isinstance(layer, (Embedding, Masking)):
-        return layer(x, training=training, key=key), layer.compute_mask(x, mask)
     y = layer(x, mask=mask, training=training, key=key)
-    if isinstance(layer, (RNN, Bidirectional)) and not layer.return_sequences:
-        mask = None
-    return y, mask
+    if isinstance(layer, (RNN, Bidirectional)):
+        return y, (mask if layer.return_sequences else None)
+    compute_mask = getattr(layer, "compute_mask", None)
+    return y, (mask if compute_mask is None else compute_mask(x, mask))
 
 
 class Sequential(Layer):
@@ -52,7 +53,13 @@ class Sequential(Layer):
                 raise ValueError(
                     f"Sequential: unsupported layer {type(layer).__name__}; supported: "
                     "Embedding, Masking, SimpleRNN, GRU, LSTM, RNN, Bidirectional, Dense, "
-                    "Activation"
+                    "Activation, Dropout, Flatten, RepeatVector, TimeDistributed, "
+                    "GlobalAveragePooling1D, GlobalMaxPooling1D"
+                )
+            if isinstance(layer, Merge):
+                raise ValueError(
+                    f"Sequential: {describe(layer)} merges a list of inputs and cannot be "
+                    "chained; build a functional model instead"
                 )
             if isinstance(layer, (RNN, Bidirectional)) and layer.return_state:
                 raise ValueError(

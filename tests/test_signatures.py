@@ -23,7 +23,9 @@ import rnn_jax
 REQUIRED = inspect.Parameter.empty
 
 NAMES = ["SimpleRNN", "GRU", "LSTM", "SimpleRNNCell", "GRUCell", "LSTMCell", "RNN",
-         "StackedRNNCells", "Bidirectional", "Embedding", "Dense", "Activation", "Masking"]
+         "StackedRNNCells", "Bidirectional", "Embedding", "Dense", "Activation", "Masking",
+         "Dropout", "Flatten", "RepeatVector", "TimeDistributed", "Concatenate", "Add",
+         "GlobalAveragePooling1D", "GlobalMaxPooling1D"]
 
 REGULARIZERS = {
     "kernel_regularizer": "no weight penalties: add one to the loss function instead",
@@ -76,6 +78,15 @@ KERAS_ONLY = {
     "Dense": {**REGULARIZERS, **CONSTRAINTS, **KERAS_LAYER, **LORA},
     "Activation": {**KERAS_LAYER, **NO_INPUT_SHAPE},
     "Masking": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "Dropout": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "Flatten": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "RepeatVector": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "TimeDistributed": {**KERAS_LAYER, **NO_INPUT_SHAPE,
+                        "dtype": "the wrapped layer's dtype is the wrapper's"},
+    "Concatenate": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "Add": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "GlobalAveragePooling1D": {**KERAS_LAYER, **NO_INPUT_SHAPE},
+    "GlobalMaxPooling1D": {**KERAS_LAYER, **NO_INPUT_SHAPE},
 }
 del KERAS_ONLY["Dense"]["recurrent_regularizer"], KERAS_ONLY["Dense"]["recurrent_constraint"]
 del KERAS_ONLY["Embedding"]["input_dim"]  # the vocabulary size there, taken by both
@@ -90,6 +101,8 @@ for name in ("SimpleRNN", "GRU", "LSTM", "SimpleRNNCell", "GRUCell", "LSTMCell",
 DEFAULTS_DIFFER = {
     "dtype": "Keras' None means `keras.config.floatx()`, 'float32' unless changed; rnn_jax "
              "has no global setting and writes 'float32'",
+    "data_format": "Keras' None means `keras.config.image_data_format()`, 'channels_last' "
+                   "unless changed; rnn_jax has no global setting and writes 'channels_last'",
 }
 
 
