@@ -19,15 +19,31 @@ from flax import nnx
 from rnn_jax import activations
 from rnn_jax.base import Layer, describe
 from rnn_jax.cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, StackedRNNCells
-from rnn_jax.core import Activation, Dense, Embedding, Masking
+from rnn_jax.core import (Activation, Add, Concatenate, Dense, Dropout, Embedding, Flatten,
+                          GlobalAveragePooling1D, GlobalMaxPooling1D, Masking, RepeatVector,
+                          TimeDistributed)
 from rnn_jax.models import Sequential
 from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
 
 SUPPORTED = (
     "SimpleRNN, GRU, LSTM, RNN (with SimpleRNNCell, GRUCell, LSTMCell, StackedRNNCells or a "
-    "list of cells), Bidirectional, Embedding, Dense, Activation, Masking, InputLayer, and "
-    "Sequential or functional models that chain these"
+    "list of cells), Bidirectional, Embedding, Dense, Activation, Masking, Dropout, Flatten, "
+    "RepeatVector, TimeDistributed, Concatenate, Add, GlobalAveragePooling1D, "
+    "GlobalMaxPooling1D, InputLayer, and Sequential or functional models that chain these"
 )
+
+
+# Layers without weights, by class name (the same in Keras): the rnn_jax class and
+# its constructor arguments, which Keras' `get_config` holds under the same names.
+WEIGHTLESS = {
+    "Dropout": (Dropout, ("rate", "noise_shape", "seed")),
+    "Flatten": (Flatten, ("data_format",)),
+    "RepeatVector": (RepeatVector, ("n",)),
+    "Concatenate": (Concatenate, ("axis",)),
+    "Add": (Add, ()),
+    "GlobalAveragePooling1D": (GlobalAveragePooling1D, ("data_format", "keepdims")),
+    "GlobalMaxPooling1D": (GlobalMaxPooling1D, ("data_format", "keepdims")),
+}
 
 
 class UnsupportedKerasObject(ValueError):
@@ -167,6 +183,12 @@ def _layer_from_keras(kl):
         return Activation(_act_name(kl.activation, kl), dtype=_dtype(kl), name=kl.name)
     if kind is L.Masking:
         return Masking(kl.mask_value, dtype=_dtype(kl), name=kl.name)
+    if kind is L.TimeDistributed:
+        return TimeDistributed(_layer_from_keras(kl.layer), name=kl.name)
+    if kind.__name__ in WEIGHTLESS and kind is getattr(L, kind.__name__):
+        cls, keys = WEIGHTLESS[kind.__name__]
+        config = kl.get_config()
+        return cls(**{k: config[k] for k in keys}, dtype=_dtype(kl), name=kl.name)
     if kind in (L.SimpleRNNCell, L.GRUCell, L.LSTMCell, L.StackedRNNCells):
         return _cell_from_keras(kl)
     raise _unsupported(kl)
@@ -265,8 +287,13 @@ def _keras_layer(layer):
         return L.Dense(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
     if isinstance(layer, Activation):
         return L.Activation(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if isinstance(layer, TimeDistributed):
+        return L.TimeDistributed(_keras_layer(layer.layer), name=layer.name)
     if isinstance(layer, Masking):
         return L.Masking(**layer.get_config(), dtype=str(layer.dtype), name=layer.name)
+    if type(layer).__name__ in WEIGHTLESS:
+        return getattr(L, type(layer).__name__)(**layer.get_config(), dtype=str(layer.dtype),
+                                                name=layer.name)
     raise ValueError(f"to_keras: unsupported module {type(layer).__name__}")
 
 
@@ -282,18 +309,54 @@ def _stateful_batch(module):
     return None
 
 
-def _input_spec(module):
-    """Keras input shape (without batch) and dtype for the module's inputs."""
+def _own_input_shape(layer):
+    """A layer's input shape without the batch axis as its weights tell it
+    (None: they do not), the time axis None."""
+    if isinstance(layer, (RNN, Bidirectional, RNNCellBase)):
+        return (None, layer.input_dim)
+    if isinstance(layer, Dense):
+        return (layer.input_dim,)
+    if isinstance(layer, TimeDistributed):
+        inner = _own_input_shape(layer.layer)
+        return None if inner is None else (None, *inner)
+    return None
+
+
+def _shape_before(layer, shape):
+    """The input shape (without the batch axis) of a weightless `layer` whose
+    output has `shape` (time axes None)."""
+    if isinstance(layer, RepeatVector):
+        return shape[1:]
+    if isinstance(layer, (GlobalAveragePooling1D, GlobalMaxPooling1D)):
+        if layer.data_format == "channels_last":
+            return (None, shape[-1])
+        return (shape[0], None)
+    return shape  # Activation, Masking, Dropout keep the shape
+
+
+def _input_spec(module, input_shape=None):
+    """Keras input shape (without batch) and dtype for the module's inputs:
+    `input_shape` if given, else read off the first layer with weights and
+    traced back through the weightless layers before it."""
     layers = list(module.layers) if isinstance(module, Sequential) else [module]
     first = layers[0]
+    dtype = "int32" if isinstance(first, Embedding) else str(first.dtype)
+    if input_shape is not None:
+        return tuple(input_shape), dtype
+    if any(isinstance(layer, Flatten) for layer in layers):
+        # Keras' Flatten needs every axis known to build the layers after it
+        raise ValueError("to_keras: the model has a Flatten, whose Keras layer needs the "
+                         "number of time steps; pass input_shape=(...) without the batch axis")
     if isinstance(first, Embedding):
-        return (None,), "int32"
-    for layer in layers:
-        if isinstance(layer, (RNN, Bidirectional, RNNCellBase)):
-            return (None, layer.input_dim), str(first.dtype)
-        if isinstance(layer, Dense):
-            return (layer.input_dim,), str(first.dtype)
-    raise ValueError("to_keras: cannot tell the input shape (no layer with weights)")
+        return (None,), dtype
+    for i, layer in enumerate(layers):
+        shape = _own_input_shape(layer)
+        if shape is not None:
+            for before in reversed(layers[:i]):
+                shape = _shape_before(before, shape)
+            return shape, dtype
+    raise ValueError("to_keras: cannot tell the input shape (no layer with weights); pass "
+                     "input_shape=(...) without the batch axis")
 
 
 def _copy_states(keras_layer, layer):
@@ -309,17 +372,28 @@ def _copy_states(keras_layer, layer):
                 kv.assign(np.asarray(v))
 
 
-def to_keras(module: Layer):
+def to_keras(module: Layer, input_shape=None):
     """Returns a built Keras 3 object with `module`'s configuration and weights.
 
     `Sequential` becomes a `keras.Sequential` starting with a `keras.Input`;
-    a single layer becomes the Keras layer, built for the module's input size.
-    The module must be built (called once, or built with `input_shape`).
+    a single layer becomes the Keras layer, built for the module's input size
+    (a layer without weights, e.g. `Dropout` or `Concatenate`, is returned
+    unbuilt: Keras builds it on its first call). The module must be built
+    (called once, or built with `input_shape`).
+
+    Args:
+      module: an rnn_jax layer or `Sequential`.
+      input_shape: the input shape without the batch axis; needed only when
+        the model has a `Flatten` (Keras then needs the number of time
+        steps) or no layer with weights. By default it is read off the
+        first layer with weights, the time axis None.
     """
     keras = _keras()
     if not module.built:
         raise ValueError("to_keras: the module has no weights yet; call it once or build it")
-    shape, dtype = _input_spec(module)
+    if not isinstance(module, Sequential) and type(module).__name__ in WEIGHTLESS:
+        return _keras_layer(module)
+    shape, dtype = _input_spec(module, input_shape)
     batch = _stateful_batch(module)
     if isinstance(module, Sequential):
         kin = keras.Input(batch_shape=(batch, *shape), dtype=dtype)
