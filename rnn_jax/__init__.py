@@ -21,7 +21,7 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 """
 
 from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
-                     plots, readout, scan, sweeps)
+                     plots, readout, scan, sweeps, utils)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
                            SimpleRNNCell, StackedRNNCells)
@@ -45,7 +45,7 @@ __all__ = [
     "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
     "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
     "metrics", "optimizers", "plots", "readout", "scan", "sweeps", "use_cpu_cores",
-    "use_processes",
+    "use_processes", "utils",
 ]
 
 __version__ = "0.1.0"

@@ -5,7 +5,12 @@ names them (`kernel`, `recurrent_kernel`, `bias`, `embeddings`). As in Keras,
 a layer may be built lazily: its weight shapes depend on the input's last
 dimension, which is known either from `input_shape` at construction or from
 the first call. Building draws the initial weights from the `rngs` given at
-construction (`nnx.Rngs`); there is no hidden default key.
+construction (`nnx.Rngs`), or, without one, from the process-wide seed
+stream that `set_random_seed` resets (as Keras draws from its global seed).
+A layer made without `name=` is named as Keras names it (`simple_rnn`,
+`simple_rnn_1`, ...). Called on symbolic tensors (`rnn_jax.layers.Input`), a
+layer records a node of a functional model instead of computing
+(`rnn_jax.functional`).
 
 Every layer reads its inputs through `Layer.cast_inputs`, the one place
 where inputs are cast to the layer's dtype and, when `check_inputs()` is on,
@@ -15,6 +20,9 @@ host-side check of whole data sets that `rnn_jax.fit` runs by default.
 
 from __future__ import annotations
 
+import itertools
+import random
+import re
 from typing import Sequence
 
 import jax
@@ -26,6 +34,79 @@ from jax.experimental import checkify
 from rnn_jax import initializers
 
 
+# -- the process-wide seed stream and layer names ----------------------------------
+
+_STREAM = {"seed": None, "count": itertools.count()}
+
+
+def set_random_seed(seed: int) -> None:
+    """Makes a script reproducible, as `keras.utils.set_random_seed`: seeds
+    Python's `random`, NumPy's global generator and rnn_jax's seed stream,
+    from which layers made without `rngs=` draw their initial weights (the
+    n-th such layer after this call gets `nnx.Rngs(fold_in(key(seed), n))`)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"set_random_seed: seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    _STREAM["seed"] = int(seed)
+    _STREAM["count"] = itertools.count()
+
+
+def next_rngs() -> nnx.Rngs:
+    """The next key stream of the process-wide seed stream (see
+    `set_random_seed`; unseeded, it starts from a random seed, as Keras does)."""
+    if _STREAM["seed"] is None:
+        _STREAM["seed"] = int(np.random.SeedSequence().entropy % 2**31)
+    key = jax.random.fold_in(jax.random.key(_STREAM["seed"]), next(_STREAM["count"]))
+    return nnx.Rngs(params=key)
+
+
+_NAME_COUNTS: dict[str, itertools.count] = {}
+
+
+def snake_case(name: str) -> str:
+    """A class name as Keras writes it in layer names: `SimpleRNN` ->
+    `simple_rnn`, `GlobalAveragePooling1D` -> `global_average_pooling1d`."""
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def clear_session() -> None:
+    """Starts layer names afresh (the next `SimpleRNN` is `simple_rnn` again), as
+    Keras' `clear_session` does; layers made before keep their names."""
+    _NAME_COUNTS.clear()
+
+
+def unique_name(base: str) -> str:
+    """`base`, then `base_1`, `base_2`, ... for each later call in this process."""
+    n = next(_NAME_COUNTS.setdefault(base, itertools.count()))
+    return base if n == 0 else f"{base}_{n}"
+
+
+def as_dtype(dtype, what: str = "dtype", x64_required: bool = True) -> np.dtype:
+    """A dtype argument as a NumPy dtype: None (Keras' float32 default), a
+    string, a NumPy or JAX dtype, or an object that names one (TensorFlow's
+    `tf.float64`, anything with `as_numpy_dtype` or a string `name`). A 64-bit
+    float needs JAX's 64-bit mode, else ValueError says how to turn it on
+    (with `x64_required`)."""
+    if dtype is None:
+        return np.dtype("float32")
+    given = dtype
+    if hasattr(dtype, "as_numpy_dtype"):
+        dtype = dtype.as_numpy_dtype
+    elif not isinstance(dtype, (str, np.dtype, type)) and isinstance(getattr(dtype, "name", None), str):
+        dtype = dtype.name
+    try:
+        dtype = np.dtype(jnp.dtype(dtype))
+    except TypeError:
+        raise ValueError(f"{what}: {given!r} does not name a dtype") from None
+    if x64_required and dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{what}={given!r} needs JAX's 64-bit mode: call "
+            "jax.config.update('jax_enable_x64', True) at startup (or set JAX_ENABLE_X64=1)")
+    return dtype
+
+
 class Layer(nnx.Module):
     """Base class: lazy `build`, `get_weights` / `set_weights` in Keras order.
 
@@ -34,14 +115,29 @@ class Layer(nnx.Module):
     """
 
     weight_names: tuple[str, ...] = ()
+    # Whether a layer made without `name=` gets Keras' automatic name. Cells do
+    # not: the scan's programs are cached per cell configuration, and a name
+    # would make every cell's configuration differ.
+    auto_named = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in vars(cls):  # a call on symbolic tensors records a node
+            from rnn_jax import functional  # imports this module
+
+            cls.__call__ = functional.symbolic_aware(vars(cls)["__call__"])
 
     def __init__(self, *, dtype="float32", rngs: nnx.Rngs | None = None, name: str | None = None):
-        self.dtype = jnp.dtype(dtype)
+        self.dtype = as_dtype(dtype, f"{type(self).__name__}: dtype")
         if not jnp.issubdtype(self.dtype, jnp.floating):
             raise ValueError(f"{type(self).__name__}: dtype must be a float dtype, got {dtype!r}")
-        self.name = name
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"{type(self).__name__}: name must be a string, got {name!r}")
+        self.name = (name if name is not None or not self.auto_named
+                     else unique_name(snake_case(type(self).__name__)))
         self.built = False
-        self._rngs = rngs
+        # Without rngs, a layer with weights draws from the process-wide stream.
+        self._rngs = rngs if rngs is not None or not self.weight_names else next_rngs()
 
     # -- building -----------------------------------------------------------
 
@@ -64,17 +160,23 @@ class Layer(nnx.Module):
     def add_weight(self, name: str, shape: Sequence[int], initializer) -> None:
         """Creates `nnx.Param` `name` of `shape` drawn from `initializer`."""
         init = initializers.get(initializer)
-        if self._rngs is None:
-            raise ValueError(
-                f"{type(self).__name__} needs rngs=nnx.Rngs(seed) at construction "
-                "to draw its initial weights"
-            )
+        if self._rngs is None:  # its stream was used up by an earlier build
+            self._rngs = next_rngs()
         value = init(self._rngs.params(), tuple(shape), self.dtype)
         setattr(self, name, nnx.Param(jnp.asarray(value, self.dtype)))
 
     def _done_building(self) -> None:
         self.built = True
         self._rngs = None  # the key stream is not part of the trained state
+
+    # -- masks ----------------------------------------------------------------
+
+    def compute_mask(self, inputs, mask=None):
+        """The Keras mask this layer's output carries, given its input's `mask`
+        (`(B, T)` bool or None): by default the input's, passed through (as
+        Keras' `supports_masking` layers: `Dense`, `Activation`, ...). Layers
+        that make, change or drop masks override it."""
+        return mask
 
     # -- inputs -------------------------------------------------------------
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax.base import Layer
+from rnn_jax.base import Layer, snake_case
 from rnn_jax.cells import LSTMState, SimpleRNNCell
 from rnn_jax.core import Activation, Dense, Embedding, Masking
 from rnn_jax.models import Sequential, apply_layer
@@ -33,17 +31,10 @@ from rnn_jax.scan import scan_cell
 # -- names and the summary table ------------------------------------------------------
 
 
-def snake_case(class_name: str) -> str:
-    """Keras' default layer name of a class: `SimpleRNN` -> `simple_rnn`, `GRU` -> `gru`."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
-    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
-    return name.lower()
-
-
 def layer_names(layers) -> list[str]:
-    """Keras-style names: a layer's own `name`, else the snake_case class name
-    with `_1`, `_2`, ... appended when the class repeats (`simple_rnn`,
-    `simple_rnn_1`)."""
+    """Keras-style names: a layer's own `name` (a layer made without one is
+    named as Keras names it, `rnn_jax.base.unique_name`), else the snake_case
+    class name with `_1`, `_2`, ... appended when the class repeats."""
     seen: dict[str, int] = {}
     names = []
     for layer in layers:

@@ -115,6 +115,10 @@ class RNN(Layer):
         b, t = input_shape[0], input_shape[1]
         return (b, t, self.units) if self.return_sequences else (b, self.units)
 
+    def compute_mask(self, inputs, mask=None):
+        """The output sequence keeps the input's mask; a last output has none."""
+        return mask if self.return_sequences else None
+
     def reset_state(self) -> None:
         """Zeroes the kept states of a stateful layer (Keras' `reset_state`)."""
         if self.states is not None:
@@ -398,6 +402,10 @@ class Bidirectional(Layer):
     def compute_output_shape(self, input_shape):
         b, t = input_shape[0], input_shape[1]
         return (b, t, self.output_size) if self.return_sequences else (b, self.output_size)
+
+    def compute_mask(self, inputs, mask=None):
+        """The output sequence keeps the input's mask; a last output has none."""
+        return mask if self.return_sequences else None
 
     def reset_state(self):
         self.forward_layer.reset_state()

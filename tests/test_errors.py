@@ -233,18 +233,23 @@ def test_dropout_outside_unit_interval(cls, arg, rate):
     (lambda: R.GRUCell(3), None),
     (lambda: R.Dense(3), _x(2, 3)),
     (lambda: R.Bidirectional(R.SimpleRNN(3)), _x(2, 4, 3)),
+    (lambda: R.Embedding(10, 3), np.array([[1, 2]])),
 ])
-def test_building_without_rngs(make, x):
-    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
+def test_building_without_rngs_draws_from_the_seed_stream(make, x):
+    # As Keras: without rngs the weights come from the process-wide seed
+    # stream, reproducible after set_random_seed, and each layer gets its own.
+    def weights():
         layer = make()
-        if x is None:
-            layer(_x(2, 3), [_x(2, 3)])
-        else:
-            layer(x)
-    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
-        R.Embedding(10, 3)
-    with pytest.raises(ValueError, match=r"rngs=nnx\.Rngs"):
-        R.LSTM(3, input_shape=(None, 2))
+        layer(_x(2, 3), [_x(2, 3)]) if x is None else layer(x)
+        return layer.get_weights()
+
+    R.utils.set_random_seed(7)
+    first, second = weights(), weights()
+    R.utils.set_random_seed(7)
+    again = weights()
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second))
 
 
 @pytest.mark.parametrize("cell", [

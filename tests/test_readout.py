@@ -98,6 +98,7 @@ def test_summary_default_names_follow_keras(keras):
                               (keras.layers.Bidirectional(keras.layers.LSTM(2)), R.Bidirectional),
                               (keras.layers.RNN(keras.layers.SimpleRNNCell(2)), R.RNN)]:
         assert readout.snake_case(ours.__name__) == re.sub(r"_\d+$", "", keras_layer.name)
+    R.utils.clear_session()  # names count from here, as after Keras' clear_session
     model = R.Sequential([R.SimpleRNN(3, return_sequences=True, rngs=nnx.Rngs(0), **FAST),
                           R.SimpleRNN(2, rngs=nnx.Rngs(1), **FAST),
                           R.Dense(1, rngs=nnx.Rngs(2), name="head")])
@@ -268,13 +269,12 @@ def test_trace_single_layer(rng, case):
     assert len(traces) == 1
     direction = "backward" if backwards else "forward"
     expected = np_trace([(kind, weights, reset_after)], x, mask, go_backwards=backwards)[0]
-    check_trace(traces[0], expected, readout.snake_case(type(layer).__name__), 0,
-                direction=direction)
+    check_trace(traces[0], expected, layer.name, 0, direction=direction)
     if use_mask:
         np.testing.assert_array_equal(traces[0].mask, mask)
     # a single layer is traced the same way
-    check_trace(readout.trace_states(layer, x, mask=mask)[0], expected,
-                readout.snake_case(type(layer).__name__), 0, direction=direction)
+    check_trace(readout.trace_states(layer, x, mask=mask)[0], expected, layer.name, 0,
+                direction=direction)
 
 
 def test_trace_stacked_cells_with_mask(rng):
@@ -318,7 +318,10 @@ def test_trace_bidirectional_masking_then_lstm(rng):
     lstm = R.LSTM(3, rngs=nnx.Rngs(2), input_shape=(steps, 2 * u), **FAST)
     w_l = weights_for(rng, "lstm", 2 * u, 3)
     lstm.set_weights(w_l)
-    model = R.Sequential([R.Masking(0.0), R.Bidirectional(fwd, backward_layer=bwd), lstm])
+    R.utils.clear_session()
+    model = R.Sequential([R.Masking(0.0), R.Bidirectional(fwd, backward_layer=bwd), lstm],
+                         name="model")
+    lstm.name = "lstm"  # made before clear_session
 
     traces = readout.trace_states(model, x)
     assert [(t.name, t.layer_index, t.direction) for t in traces] == [
