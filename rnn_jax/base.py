@@ -20,6 +20,7 @@ host-side check of whole data sets that `rnn_jax.fit` runs by default.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -126,6 +127,8 @@ class Layer(nnx.Module):
             from rnn_jax import functional  # imports this module
 
             cls.__call__ = functional.symbolic_aware(vars(cls)["__call__"])
+        if "build" in vars(cls):
+            cls.build = _recording_build(vars(cls)["build"])
 
     def __init__(self, *, dtype="float32", rngs: nnx.Rngs | None = None, name: str | None = None):
         self.dtype = as_dtype(dtype, f"{type(self).__name__}: dtype")
@@ -164,6 +167,19 @@ class Layer(nnx.Module):
             self._rngs = next_rngs()
         value = init(self._rngs.params(), tuple(shape), self.dtype)
         setattr(self, name, nnx.Param(jnp.asarray(value, self.dtype)))
+
+    # What `build` was given, for `reinitialize`: None, or the shape with every
+    # axis but the features left out (`(None, ..., D)`; a layer's own weights
+    # depend on D alone, and equally configured layers keep equal graphs).
+    build_input = None
+
+    def reinitialize(self, rngs: nnx.Rngs) -> None:
+        """Draws this layer's own weights (if it has any) again from `rngs`, with
+        its initializers and in its order, by building it again: the weights
+        an equally configured layer built with `rngs` gets."""
+        if self.built and self.weight_names:
+            self._rngs = rngs
+            self.build(self.build_input)
 
     def _done_building(self) -> None:
         self.built = True
@@ -253,6 +269,21 @@ class Layer(nnx.Module):
         """Number of scalar weights (Keras' `count_params`); works on abstract
         modules from `nnx.eval_shape` too (it reads only the shapes)."""
         return int(sum(np.prod(w.get_value().shape) for w in self.weights))
+
+
+def _recording_build(build):
+    """Wraps a layer's `build` to keep what it was given in `build_input`."""
+    @functools.wraps(build)
+    def recording(self, input_shape):
+        build(self, input_shape)
+        if self.weight_names:
+            shape = None if input_shape is None else tuple(input_shape)
+            if shape and all(d is None or isinstance(d, (int, np.integer)) for d in shape):
+                shape = (None,) * (len(shape) - 1) + (
+                    None if shape[-1] is None else int(shape[-1]),)
+            self.build_input = shape
+
+    return recording
 
 
 def is_traced(x) -> bool:

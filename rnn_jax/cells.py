@@ -129,6 +129,8 @@ class RNNCellBase(Layer):
     `cell(inputs, states)` are shared.
     """
 
+    auto_named = False  # see `Layer.auto_named`: the scan's programs are cached per cell
+
     def step_with_gates(self, params, z_t, states, masks=None):
         """One recurrent step, also returning the gate values.
 

@@ -18,6 +18,10 @@
   centered=False)`: `optax.rmsprop` with epsilon inside the square root,
   as Keras has it.
 
+`Adam`, `SGD` and `RMSprop` are Keras' optimizer classes with Keras'
+arguments (`Adam(0.02)`, and Keras 2's `lr=` too), for code written for
+`keras.optimizers`; `get` turns them into these transformations.
+
 `get(name, learning_rate=None)` takes a Keras name, with Keras' default
 learning rate when none is given. `hyperparameters(name)` lists a named
 optimizer's numeric hyperparameters (what `fit`'s sweeps may vary) and
@@ -95,8 +99,86 @@ _OPTIMIZERS = {"adam": adam, "sgd": sgd, "rmsprop": rmsprop}
 NAMES = tuple(_OPTIMIZERS)
 
 
+class Optimizer:
+    """A Keras optimizer object: its name and arguments; `transform()` is the
+    optax transformation that `fit` runs. Arguments Keras has and rnn_jax
+    does not (weight decay, clipping, EMA, ...) are refused unless left at
+    their defaults."""
+
+    keras_name = ""
+    _UNSUPPORTED = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                    "loss_scale_factor", "gradient_accumulation_steps")
+
+    def __init__(self, config: dict, lr=None, name=None, **kwargs):
+        if lr is not None:  # Keras 2's name of learning_rate
+            config["learning_rate"] = lr
+        unknown = [k for k, v in kwargs.items()
+                   if not (k in self._UNSUPPORTED + ("ema_momentum", "ema_overwrite_frequency")
+                           and v in (None, False, 0.99))]
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unsupported argument(s) "
+                             f"{', '.join(sorted(unknown))}")
+        lr_value = config["learning_rate"]
+        if not callable(lr_value) and not lr_value > 0:
+            raise ValueError(f"{type(self).__name__}: learning_rate must be > 0, got {lr_value}")
+        self.config = config
+        self.name = name or self.keras_name
+
+    @property
+    def learning_rate(self):
+        return self.config["learning_rate"]
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **self.config}
+
+    def transform(self) -> optax.GradientTransformation:
+        return _OPTIMIZERS[self.keras_name](**self.config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"
+
+
+class Adam(Optimizer):
+    """Keras' `Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)` (`adam`)."""
+
+    keras_name = "adam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **kwargs):
+        if amsgrad:
+            raise ValueError("Adam: amsgrad=True is not supported")
+        super().__init__(dict(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                              epsilon=epsilon), **kwargs)
+
+
+class SGD(Optimizer):
+    """Keras' `SGD(learning_rate=0.01, momentum=0.0, nesterov=False)` (`sgd`)."""
+
+    keras_name = "sgd"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(dict(learning_rate=learning_rate, momentum=momentum,
+                              nesterov=nesterov), **kwargs)
+
+
+class RMSprop(Optimizer):
+    """Keras' `RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+    centered=False)` (`rmsprop`)."""
+
+    keras_name = "rmsprop"
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+                 centered=False, **kwargs):
+        super().__init__(dict(learning_rate=learning_rate, rho=rho, momentum=momentum,
+                              epsilon=epsilon, centered=centered), **kwargs)
+
+
 def get(identifier, learning_rate: float | None = None) -> optax.GradientTransformation:
-    """An optimizer by Keras name (`'adam'`, `'sgd'`, `'rmsprop'`), or an optax one as is."""
+    """An optimizer by Keras name (`'adam'`, `'sgd'`, `'rmsprop'`), a Keras
+    optimizer object (`Adam(0.02)`), or an optax one as is."""
+    if isinstance(identifier, Optimizer):
+        identifier = identifier.transform()
     if isinstance(identifier, optax.GradientTransformation):
         if learning_rate is not None:
             raise ValueError("learning_rate applies to optimizers given by name")

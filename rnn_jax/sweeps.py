@@ -144,6 +144,14 @@ def make_grid(optimizer, learning_rate=None, sweep: dict | None = None,
         if "learning_rate" in sweep and learning_rate is not None:
             raise ValueError("learning_rate is given both as an argument and in sweep")
         swept.update(sweep)
+    config = {}  # a Keras optimizer object's own values (Adam(0.02, beta_1=0.8))
+    if isinstance(optimizer, optimizers_lib.Optimizer):
+        config = dict(optimizer.config)
+        if fixed_lr is not None:
+            config["learning_rate"] = fixed_lr
+        if not swept:
+            return type(optimizer)(**config).transform(), None
+        optimizer = optimizer.keras_name
     if not swept:
         return optimizers_lib.get(optimizer, fixed_lr), None
     named = not isinstance(optimizer, optax.GradientTransformation)
@@ -180,7 +188,8 @@ def make_grid(optimizer, learning_rate=None, sweep: dict | None = None,
     opt_names = tuple(k for k in names if k in known)
     if not opt_names:
         return optimizers_lib.get(optimizer, fixed_lr), grid
-    start = {k: v for k, v in zip(names, grid.combinations[0]) if k in known}
+    start = {k: v for k, v in config.items() if k not in opt_names}
+    start.update({k: v for k, v in zip(names, grid.combinations[0]) if k in known})
     if fixed_lr is not None:
         start["learning_rate"] = fixed_lr
     return optimizers_lib.injected(name, start, opt_names), grid
