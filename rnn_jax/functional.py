@@ -131,7 +131,9 @@ def _probe_shape(shape, probe):
 
 
 def _spec(t: KerasTensor, probe):
-    return jax.ShapeDtypeStruct(_probe_shape(t.shape, probe), t.dtype)
+    # a float64 Input without 64-bit mode is fed as float32 (layers cast anyway)
+    return jax.ShapeDtypeStruct(_probe_shape(t.shape, probe),
+                                jax.dtypes.canonicalize_dtype(t.dtype))
 
 
 def first_input(args):

@@ -19,10 +19,16 @@ Known names and their laws (`n = fan_in`, `m = fan_out`):
   `U(-0.05, 0.05)` (Keras' `Embedding` default); `truncated_normal`:
   truncated `N(0, 0.05^2)`.
 - `variance_scaling`: scale 1, fan_in, truncated normal.
+
+A callable is taken in either form: JAX's `init(key, shape, dtype)`, or
+Keras' `init(shape, dtype=None)` (a Keras initializer object, or a function
+of the shape returning an array, as notebook code writes them; it draws
+from its own generator, not from the layer's key).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import jax
@@ -142,6 +148,36 @@ _BY_NAME: dict[str, Callable[[], Initializer]] = {
 NAMES = tuple(sorted(_BY_NAME))
 
 
+def _takes_key(fn) -> bool:
+    """Whether `fn` is JAX's `init(key, shape, dtype)` (it takes three positional
+    arguments) rather than Keras' `init(shape, dtype=None)`."""
+    try:
+        inspect.signature(fn).bind(None, (1,), jnp.float32)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: assume JAX's form
+        return True
+    return True
+
+
+def _keras_form(fn) -> Initializer:
+    """Keras' `init(shape, dtype=None)` as `init(key, shape, dtype)` (the key unused)."""
+    def init(key, shape, dtype):
+        try:
+            inspect.signature(fn).bind((1,), dtype)
+            value = fn(tuple(shape), dtype)
+        except TypeError:
+            value = fn(tuple(shape))
+        value = jnp.asarray(value, dtype)
+        if value.shape != tuple(shape):
+            raise ValueError(f"initializer {getattr(fn, '__name__', fn)!r} returned shape "
+                             f"{value.shape} for a weight of shape {tuple(shape)}")
+        return value
+
+    init.keras_initializer = fn
+    return init
+
+
 def get(identifier: str | float | int | Initializer) -> Initializer:
     """Returns the initializer for a Keras name, a constant or a callable.
 
@@ -162,7 +198,7 @@ def get(identifier: str | float | int | Initializer) -> Initializer:
     if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
         return constant(float(identifier))
     if callable(identifier):
-        return identifier
+        return identifier if _takes_key(identifier) else _keras_form(identifier)
     raise ValueError(
         f"initializer must be a name, a number or a callable, got {identifier!r}"
     )

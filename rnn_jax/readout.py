@@ -85,6 +85,8 @@ def summary_rows(model, input_shape=None) -> list[dict]:
       `[{"name": "simple_rnn", "type": "SimpleRNN", "output_shape": (None, 5),
       "params": 45}, ...]`, output shapes with the batch axis as None.
     """
+    if hasattr(model, "summary_rows"):  # a functional Model knows its own
+        return model.summary_rows()
     layers = _layers_of(model, "summary")
     if input_shape is not None:
         shape = (None, *tuple(input_shape))
