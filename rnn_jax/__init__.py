@@ -20,8 +20,8 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 (`jax.jacfwd`, `jax.hessian`) through LSTM and SimpleRNN layers on CPU.
 """
 
-from rnn_jax import (activations, cudnn, datasets, initializers, losses, metrics, optimizers,
-                     plots, readout, scan, sweeps, utils)
+from rnn_jax import (activations, callbacks, cudnn, datasets, initializers, losses, metrics,
+                     optimizers, plots, readout, scan, sweeps, utils)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
                            SimpleRNNCell, StackedRNNCells)
@@ -43,8 +43,8 @@ __all__ = [
     "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
     "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
     "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
-    "FitResult", "NonFiniteLossError", "TrainState", "datasets", "evaluate", "fit", "losses",
-    "metrics", "optimizers", "plots", "readout", "scan", "sweeps", "use_cpu_cores",
+    "FitResult", "NonFiniteLossError", "TrainState", "callbacks", "datasets", "evaluate", "fit",
+    "losses", "metrics", "optimizers", "plots", "readout", "scan", "sweeps", "use_cpu_cores",
     "use_processes", "utils",
 ]
 

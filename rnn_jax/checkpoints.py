@@ -11,6 +11,9 @@ Two layouts, both read by `load_weights`:
        "epoch": int, "diverged_at": (epoch, step),
        "history": {"loss": (num_seeds, epoch), ...}}
 
+  plus `history["_stopped_at"]`, `(1,)` int32 the epoch, in the checkpoint
+  of a run that a callback stopped (`fit` resumes it without training);
+
 - a single checkpoint directory (`save_train_state`, `save_weights`).
 
 With `num_seeds > 1` every array of the training state has a leading seed

@@ -17,7 +17,8 @@ What runs where:
 
 - One epoch is one compiled program: `jax.lax.scan` over the minibatches
   (forward, loss, gradient, optimizer update, metric sums), then the
-  validation pass, also a scan. The host sees each epoch once, to print a line.
+  validation pass, also a scan. The host sees each epoch once: to show
+  progress, call the callbacks (`rnn_jax.callbacks`) and save checkpoints.
 - A run is a pure function of a key: `key -> (init_key, train_key)`; the
   initial weights come from `init_key`, the shuffle order and dropout masks
   of epoch `e` from `fold_in(train_key, e)`. Seed `i` of a run with
@@ -54,6 +55,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from rnn_jax import callbacks as callbacks_lib
 from rnn_jax import losses as losses_lib
 from rnn_jax import metrics as metrics_lib
 from rnn_jax import optimizers as optimizers_lib
@@ -465,6 +467,9 @@ class FitResult:
         that epoch, their history NaN from that epoch on).
       initial_epoch: the epoch this call started from (> 0 when it resumed
         from a checkpoint).
+      stopped_epoch: the epoch (from 1) after which a callback stopped the
+        run (`stop_training`, e.g. `callbacks.EarlyStopping`), or None when
+        it ran to `epochs`. The history then ends there.
     """
 
     history: dict
@@ -478,6 +483,7 @@ class FitResult:
     initial_epoch: int = 0
     num_members: int = 0  # 0: num_seeds
     members: list = dataclasses.field(default_factory=list)
+    stopped_epoch: int | None = None
 
     def __post_init__(self):
         self.num_members = self.num_members or self.num_seeds
@@ -532,6 +538,107 @@ class FitResult:
         sums = jax.jit(seed_vmap(self.engine.evaluate_sums, in_axes=(0, None, None)))(
             self.state.params, jnp.asarray(x), jnp.asarray(y))
         return {k: np.asarray(v) for k, v in _means(_to_host(sums)).items()}
+
+
+class FitRun:
+    """The run a callback sees as `self.model` during `fit` (`rnn_jax.callbacks`).
+
+    Attributes:
+      stop_training: set it to True to stop `fit` after the current epoch
+        (`FitResult.stopped_epoch` says where; a `checkpoint_dir` gets that
+        epoch's checkpoint, and a rerun does not train on from it).
+      num_seeds, num_members, members: as in `FitResult`.
+      printer: where `fit` prints (`callbacks.Printer`).
+
+    Weights are the `jax.tree.leaves` of the members' parameters, numpy
+    arrays with a leading member axis (Keras' `get_weights` has none: this
+    holds every seed's).
+    """
+
+    def __init__(self, loop: "_EpochLoop"):
+        self._loop = loop
+        self.stop_training = False
+        self.num_seeds = loop.num_seeds
+        self.num_members = loop.layout.num_seeds
+        self.members = loop.members
+        self.printer = loop.printer
+
+    @property
+    def state(self) -> TrainState:
+        """The training state now, every leaf with a leading member axis."""
+        return self._loop.layout.real(self._loop.state)
+
+    def params(self, seed_index: int = 0) -> nnx.State:
+        """Member `seed_index`'s parameters now (numpy)."""
+        return jax.tree.map(lambda a: np.asarray(a)[seed_index], _to_host(self.state.params))
+
+    def model(self, seed_index: int = 0):
+        """Member `seed_index`'s model now, as a module."""
+        engine = self._loop.engine
+        return nnx.merge(engine.graphdef, jax.tree.map(jnp.asarray, self.params(seed_index)),
+                         engine.rest)
+
+    def get_weights(self) -> list:
+        """Every member's parameters: numpy arrays, leading axis the members."""
+        return [np.asarray(a) for a in jax.tree.leaves(_to_host(self.state.params))]
+
+    def named_weights(self) -> dict:
+        """`{'layers/0/cell/kernel': (num_members, ...) array}`."""
+        flat = nnx.to_flat_state(_to_host(self.state.params))
+        return {"/".join(map(str, path)): np.asarray(v.get_value() if hasattr(v, "get_value")
+                                                     else v) for path, v in flat}
+
+    def set_weights(self, weights) -> None:
+        """Replace every member's parameters (as `get_weights` gives them)."""
+        loop = self._loop
+        old = jax.tree.leaves(loop.state.params)
+        treedef = jax.tree.structure(loop.state.params)
+        if len(weights) != len(old):
+            raise ValueError(f"set_weights: {len(weights)} arrays for {len(old)} parameters")
+        new = []
+        for w, o in zip(weights, old):
+            w = np.asarray(w, o.dtype)
+            if loop.layout.pad:
+                w = np.concatenate([w, w[:loop.layout.pad]])
+            if w.shape != o.shape:
+                raise ValueError(f"set_weights: an array of shape {w.shape[1:]} for a parameter "
+                                 f"of shape {o.shape[1:]} (with {loop.layout.num_seeds} members)")
+            new.append(jax.make_array_from_callback(w.shape, o.sharding, lambda i, w=w: w[i]))
+        loop.state = loop.state._replace(params=jax.tree.unflatten(treedef, new))
+
+    def get_state(self) -> list:
+        """The leaves of the training state (the key as its uint32 key data),
+        numpy, leading axis the members (what `save(state=...)` takes)."""
+        state = self.state
+        return [np.asarray(a) for a in jax.tree.leaves(
+            _to_host(state._replace(key=jax.random.key_data(state.key))))]
+
+    def save_weights(self, filepath: str, overwrite: bool = True, weights=None) -> str:
+        """Save the parameters (`weights`, default the current ones) with
+        `rnn_jax.checkpoints.save_weights`: one member's as the model's, several
+        with a leading member axis (`load_weights(..., seed_index=i)`)."""
+        from rnn_jax import checkpoints
+        weights = self.get_weights() if weights is None else weights
+        if self.num_members == 1:
+            weights = [np.asarray(w)[0] for w in weights]
+        engine = self._loop.engine
+        params = jax.tree.unflatten(jax.tree.structure(self.state.params), list(weights))
+        return checkpoints.save_weights(filepath, nnx.merge(engine.graphdef, params, engine.rest),
+                                        force=overwrite)
+
+    def save(self, filepath: str, overwrite: bool = True, state=None) -> str:
+        """Save the training state (`state`: `get_state`'s leaves, default the
+        current ones) with `rnn_jax.checkpoints.save_train_state`."""
+        from rnn_jax import checkpoints
+        template = self.state._replace(key=jax.random.key_data(self.state.key))
+        leaves = self.get_state() if state is None else state
+        tree = jax.tree.unflatten(jax.tree.structure(template), list(leaves))
+        tree = tree._replace(key=jax.random.wrap_key_data(jnp.asarray(tree.key)))
+        return checkpoints.save_train_state(filepath, tree, force=overwrite)
+
+    def print_msg(self, text: str) -> None:
+        """Print a line where `fit` prints (after ending a progress bar line)."""
+        self.printer.line(text)
 
 
 def _model_parts(model, num_seeds):
@@ -876,18 +983,6 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _format_logs(logs: dict, num_seeds: int) -> str:
-    parts = []
-    for name, v in logs.items():
-        v = np.asarray(v)
-        if num_seeds == 1:
-            parts.append(f"{name}: {float(v.reshape(-1)[0]):.4g}")
-        else:
-            parts.append(f"{name}: {float(np.median(v)):.4g} "
-                         f"[{float(np.min(v)):.3g}, {float(np.max(v)):.3g}]")
-    return " - ".join(parts)
-
-
 class FitData(NamedTuple):
     """`fit`'s arrays after Keras' split: training `x`, `y`; validation `x_val`,
     `y_val` (None without validation)."""
@@ -1026,31 +1121,41 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
     return engine, Programs(state, run_epoch, place, on_devices, compile_seconds)
 
 
+# The history entry of a run checkpoint saved when a callback stopped the run
+# (`stop_training`): its epoch, int32 `(1,)`. Not a metric: never in a history.
+STOPPED_KEY = "_stopped_at"
+
+
 def _resume(saver, layout: SeedLayout, programs: Programs, epochs: int, verbose: int,
-            print_fn) -> tuple[TrainState, dict]:
-    """The state and per-epoch history to start from: the newest intact
-    checkpoint's (the real seeds', filled out to the layout's slots), else
-    the fresh state and an empty history."""
+            print_fn) -> tuple[TrainState, dict, int | None]:
+    """The state, per-epoch history and stopped epoch to start from: the
+    newest intact checkpoint's (the real seeds', filled out to the layout's
+    slots; the epoch a callback stopped the run at, when it did), else the
+    fresh state, an empty history and None."""
     state = programs.state
     restored = None if saver is None else saver.restore(layout.real(state))
     if restored is None:
-        return state, {}
+        return state, {}, None
     real_state, saved_history = restored
     done = int(np.max(np.asarray(_to_host(real_state.epoch))))
     if done > epochs:
         raise ValueError(f"the checkpoint in {saver.directory} is at epoch {done}, "
                          f"past epochs={epochs}")
+    stopped = saved_history.pop(STOPPED_KEY, None)
+    stopped = None if stopped is None else int(np.asarray(stopped).reshape(-1)[0])
     if verbose:
-        print_fn(f"resumed from {saver.directory}/{done} (epoch {done} of {epochs})")
+        print_fn(f"resumed from {saver.directory}/{done} (epoch {done} of {epochs})"
+                 + ("" if stopped is None else
+                    "; a callback stopped the run there: no more epochs to train"))
     history = {k: list(np.moveaxis(np.asarray(v), -1, 0)) for k, v in saved_history.items()}
-    return programs.place(real_state), history
+    return programs.place(real_state), history, stopped
 
 
 def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         batch_size: int = 32, epochs: int = 1, validation_split: float = 0.0,
         validation_data=None, shuffle: bool = True, seed: int = 0, num_seeds: int = 1,
         validation_batch_size: int | None = None, from_logits: bool = False,
-        verbose: int = 1, callbacks: Sequence[Callable] = (),
+        verbose: int | str = 1, callbacks: Sequence = (),
         compiler_options: dict | None = None, devices: Sequence | None = None, mesh=None,
         print_fn: Callable[[str], None] = print, check_inputs: bool = True,
         checkpoint_dir: str | None = None, checkpoint_every: int = 10,
@@ -1093,9 +1198,20 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
       validation_batch_size: batch size of the validation pass (default
         `batch_size`).
       from_logits: the model outputs logits (cross-entropy losses).
-      verbose: 1 prints the compile time and one line per epoch; 0 is quiet.
-      callbacks: each called as `cb(epoch, logs, state)` after every epoch
-        (epoch counted from 1; logs as numpy arrays with a seed axis).
+      verbose: as Keras' (`callbacks.ProgbarLogger`): 1 (or 'auto') prints the
+        compile time, then a progress bar over the epochs (an epoch is one
+        program) with elapsed time, time per epoch, ETA and the epoch's
+        logs, rewritten in place on a terminal or in Jupyter, else a line
+        for the first epoch, then at most one every 5 s, and the last; 2
+        prints one line per epoch; 0 is quiet. With several seeds the logs
+        shown are means over the seeds, with their range.
+      print_fn: prints each line (default `print`; only `print` to a terminal
+        rewrites the bar in place).
+      callbacks: `rnn_jax.callbacks.Callback` objects (Keras' hooks: `epoch`
+        from 0, logs as floats, `self.model.stop_training = True` stops
+        training after the epoch; see `rnn_jax.callbacks`) and plain
+        functions `cb(epoch, logs, state)` called after every epoch (epoch
+        counted from 1; logs as numpy arrays with a seed axis), in order.
       devices, mesh: where to train (`seed_layout`). By default, on host CPU
         devices the seeds are spread over all of them (`use_cpu_cores` makes
         one per core), elsewhere over `gcd(num_seeds, n)` rows of a
@@ -1121,6 +1237,16 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         there: a rerun of the same `fit` after a crash continues where the
         checkpoint left off and ends with the same history and weights,
         bitwise, as an unbroken run (same program, same per-epoch keys).
+        A run that a callback stopped is saved at the epoch it stopped at,
+        marked as stopped: a rerun resumes there and trains no more epochs
+        (its callbacks see `on_train_begin` and `on_train_end` only; remove
+        the directory to train again).
+
+    Stopping early: when a callback sets `stop_training`, `fit` ends after
+    that epoch; the history, `FitResult` and its `stopped_epoch` hold the
+    epochs run. (`EarlyStopping(restore_best_weights=True)` then puts the
+    best epoch's weights into the result; the checkpoint keeps the state of
+    the epoch it stopped at.)
 
     Non-finite losses: when a step's loss or any gradient entry is NaN or
     inf, that seed's epoch is dropped: its weights stay those at the start of
@@ -1137,6 +1263,10 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
     for name, value in (("batch_size", batch_size), ("epochs", epochs), ("num_seeds", num_seeds),
                         ("checkpoint_every", checkpoint_every)):
         _check_positive_int(name, value)
+    verbose = 1 if verbose == "auto" else verbose
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    callbacks = callbacks_lib.checked(callbacks)  # refused before compiling
     if validation_batch_size is not None:
         _check_positive_int("validation_batch_size", validation_batch_size)
     optimizer, grid = sweeps_lib.make_grid(optimizer, learning_rate, sweep, model)
@@ -1173,9 +1303,11 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         from rnn_jax import checkpoints as checkpoints_lib  # imports Orbax: only when asked
         saver = checkpoints_lib.RunCheckpoints(checkpoint_dir)
     with saver or contextlib.nullcontext():
-        state, history = _resume(saver, layout, programs, epochs, verbose, print_fn)
+        state, history, stopped = _resume(saver, layout, programs, epochs, verbose, print_fn)
         loop = _EpochLoop(engine, layout, programs, history, epochs, verbose, print_fn,
-                          callbacks, saver, checkpoint_every, num_seeds, members)
+                          callbacks, saver, checkpoint_every, num_seeds, members,
+                          stopped_epoch=stopped, steps=-(-data.x.shape[0] // min(
+                              batch_size, data.x.shape[0])))
         loop.run(state)
     result = loop.result()
     if isinstance(model, nnx.Module):
@@ -1184,14 +1316,15 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
 
 
 class _EpochLoop:
-    """`fit`'s loop over epochs: run, record, print, check divergence, call
-    back, save."""
+    """`fit`'s loop over epochs: run, record, show, check divergence, call
+    back, save, stop when a callback asks."""
 
     def __init__(self, engine, layout, programs, history, epochs, verbose, print_fn,
-                 callbacks, saver, checkpoint_every, num_seeds=None, members=None):
+                 callbacks, saver, checkpoint_every, num_seeds=None, members=None,
+                 stopped_epoch=None, steps=None):
         self.engine, self.layout, self.programs = engine, layout, programs
         self.history, self.epochs, self.verbose, self.print_fn = history, epochs, verbose, print_fn
-        self.callbacks, self.saver, self.checkpoint_every = callbacks, saver, checkpoint_every
+        self.saver, self.checkpoint_every, self.steps = saver, checkpoint_every, steps
         # A sweep's slots are members: seeds per value, and which member is which.
         self.num_seeds = num_seeds or layout.num_seeds
         self.members = members or sweeps_lib.members(0, layout.num_seeds)
@@ -1202,45 +1335,74 @@ class _EpochLoop:
         self.state = None
         self.initial_epoch = 0
         self.diverged = {}
+        self.stopped_epoch = stopped_epoch  # set when a callback stops the run
+        self.printer = callbacks_lib.Printer(print_fn)
+        self.run_handle = FitRun(self)
+        self.callbacks = callbacks_lib.CallbackList(callbacks, self.run_handle, verbose)
 
     def result(self) -> FitResult:
         n = self.layout.num_seeds
         return FitResult(stack_history(self.history, n), self.layout.real(self.state),
                          self.engine, self.num_seeds, self.programs.compile_seconds,
                          float(sum(self.epoch_seconds)), list(self.epoch_seconds),
-                         dict(self.diverged), self.initial_epoch, n, list(self.members))
+                         dict(self.diverged), self.initial_epoch, n, list(self.members),
+                         self.stopped_epoch)
 
     def run(self, state):
         n = self.layout.num_seeds
         self.state = state
         self.initial_epoch = int(np.max(np.asarray(_to_host(state.epoch))))
         self.diverged = _diverged(state, n)
-        for epoch in range(self.initial_epoch + 1, self.epochs + 1):
-            t0 = time.perf_counter()
-            self.state, logs = self.programs.run_epoch(self.state, *self.programs.data)
-            logs = _to_host(logs)
-            logs = {k: np.asarray(logs[k])[:n] for k in self.names if k in logs}  # Keras' order
-            dt = time.perf_counter() - t0
-            self.epoch_seconds.append(dt)
-            for k, v in logs.items():
-                self.history.setdefault(k, []).append(v)
-            if self.verbose:
-                self.print_fn(f"Epoch {epoch}/{self.epochs} - {dt:.3f}s - {_format_logs(logs, n)}")
-            self._check_divergence()
-            for cb in self.callbacks:
-                cb(epoch, logs, self.layout.real(self.state))
-            if self.saver is not None and (epoch % self.checkpoint_every == 0
-                                           or epoch == self.epochs):
-                self.saver.save(self.layout.real(self.state),
-                                {k: np.stack(v, axis=-1) for k, v in self.history.items()})
+        cbs = self.callbacks
+        cbs.set_params({"verbose": self.verbose, "epochs": self.epochs, "steps": self.steps,
+                        "initial_epoch": self.initial_epoch, "num_seeds": self.num_seeds,
+                        "num_members": n})
+        cbs.on_train_begin()
+        first = self.initial_epoch + 1 if self.stopped_epoch is None else self.epochs + 1
+        try:
+            for epoch in range(first, self.epochs + 1):
+                cbs.on_epoch_begin(epoch)
+                t0 = time.perf_counter()
+                self.state, logs = self.programs.run_epoch(self.state, *self.programs.data)
+                logs = _to_host(logs)
+                logs = {k: np.asarray(logs[k])[:n] for k in self.names if k in logs}  # Keras' order
+                self.epoch_seconds.append(time.perf_counter() - t0)
+                for k, v in logs.items():
+                    self.history.setdefault(k, []).append(v)
+                cbs.progress(epoch, logs)
+                self._check_divergence()
+                cbs.on_epoch_end(epoch, logs, self.layout.real(self.state))
+                stop = self._stop_requested()
+                if self.saver is not None and (epoch % self.checkpoint_every == 0
+                                               or epoch == self.epochs or stop):
+                    history = {k: np.stack(v, axis=-1) for k, v in self.history.items()}
+                    if stop:
+                        history[STOPPED_KEY] = np.array([epoch], np.int32)
+                    self.saver.save(self.layout.real(self.state), history)
+                if stop:
+                    self.stopped_epoch = epoch
+                    break
+        except BaseException:
+            cbs.abort()
+            raise
+        cbs.on_train_end()
+
+    def _stop_requested(self) -> bool:
+        """Whether a callback set `stop_training` (with several processes,
+        process 0's answer, so that all stop together)."""
+        stop = bool(self.run_handle.stop_training)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            stop = bool(multihost_utils.broadcast_one_to_all(np.asarray(stop)))
+        return stop
 
     def _check_divergence(self):
         n = self.layout.num_seeds
         now = _diverged(self.state, n)
         for i in sorted(set(now) - set(self.diverged)):
             if self.verbose and len(now) < n:
-                self.print_fn(f"{self._who(i)}: non-finite loss at epoch {now[i][0]}, step "
-                              f"{now[i][1]}; its weights stay those before that epoch")
+                self.printer.line(f"{self._who(i)}: non-finite loss at epoch {now[i][0]}, step "
+                                  f"{now[i][1]}; its weights stay those before that epoch")
         self.diverged = now
         if len(now) == n:
             first = min(now.items(), key=lambda kv: (kv[1], kv[0]))
