@@ -1393,7 +1393,7 @@ class _EpochLoop:
         stop = bool(self.run_handle.stop_training)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
-            stop = bool(multihost_utils.broadcast_one_to_all(np.asarray(stop)))
+            stop = bool(multihost_utils.broadcast_one_to_all(np.int32(stop)))
         return stop
 
     def _check_divergence(self):

@@ -488,3 +488,31 @@ def test_tensorboard_names_the_extra_when_tensorboardx_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(ImportError, match=re.escape("pip install 'rnn_jax[tensorboard]'")):
         C.TensorBoard("logs")
+
+
+def test_restore_best_weights_with_seeds_over_two_devices():
+    # 3 seeds on 2 host devices: 4 slots, the last repeating seed 0; the
+    # restored weights go back into the sharded, padded state.
+    script = textwrap.dedent("""
+        import os, sys
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        sys.path.insert(0, "tests")
+        import jax
+        import numpy as np
+        from test_callbacks import C, Recorder, fit, keras_early_stop, leaves
+        assert len(jax.devices()) == 2
+        rec = Recorder()
+        ref = fit(num_seeds=3, callbacks=[rec])
+        es = C.EarlyStopping(patience=2, restore_best_weights=True)
+        got = fit(num_seeds=3, callbacks=[es])
+        expected = [keras_early_stop(ref.history["val_loss"][i].astype(float), 2)
+                    for i in range(3)]
+        assert got.stopped_epoch == max(s for s, _ in expected) + 1
+        for i, (_, best) in enumerate(expected):
+            for u, v in zip(leaves(got.params(i)), rec.params[best + 1], strict=True):
+                np.testing.assert_array_equal(u, v[i])
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
