@@ -1,5 +1,19 @@
-"""What the training experiments share: the common flags, and one training run
-with its outputs in `--workdir` (see `rnn_jax.workdir` for the layout).
+"""What the experiments share: their common flags, the config built from the
+parsed flags, and one training run with its outputs in a workdir (see
+`rnn_jax.workdir` for the layout).
+
+Every experiment module `experiments.NAME` has the same shape (Flax's
+examples'): `define_flags(flag_values)` defines its flags, the one home of
+its defaults (with its `NOTEBOOK` dict, the notebook's hyperparameters of
+each variant); `train_and_evaluate(config, workdir)` runs it and returns the
+metrics (metrics.json's dict); `main` builds the config from the parsed
+command line, sets the process up (`setup`) and calls it. In a script or a
+test, the same run in-process:
+
+    from experiments import common, sum3
+    config = common.parse_config(sum3.define_flags, ["--flagfile=experiments/flags/sum3.flags",
+                                                     "--epochs=1"])
+    metrics = sum3.train_and_evaluate(config, "runs/sum3_short")
 
 Common flags: `--workdir`, `--overwrite`, `--checkpoint_every`, `--seed`,
 `--num_seeds`, `--epochs`, `--batch_size`, `--learning_rate`,
@@ -23,23 +37,26 @@ finished run (its `metrics.json` written) is not redone: the same command says
 so in one line and leaves its outputs as they are. `--overwrite` starts over:
 it removes the run in the workdir (whatever its flags) and trains from the
 first epoch. A workdir holding a run with other flags is refused unless
-`--overwrite` is given; so are, with one
-line and exit status 1, a workdir that cannot be created or written in,
+`--overwrite` is given; so are (a `RunError`: one line and exit status 1
+from the command) a workdir that cannot be created or written in,
 checkpoints that are all damaged, and a checkpoint of another model or number
-of seeds. A run whose every seed meets a non-finite loss stops with exit status
-1 and one line naming the epoch and step; with several seeds, the diverged ones
+of seeds. A run whose every seed meets a non-finite loss stops the same way,
+in one line naming the epoch and step; with several seeds, the diverged ones
 are named and the others go on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import threading
 import time
-from typing import Callable
+import types
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -50,88 +67,80 @@ from rnn_jax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("workdir", None, "directory for the run's outputs: run.json, flags.txt, "
-                    "metrics.json, timing.json, history.jsonl, checkpoints/, report.txt, plots; "
-                    "a rerun with the same flags resumes from the newest checkpoint")
-flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "rnn_jax", "xla"),
-                    "directory of JAX's persistent compilation cache (a rerun with the same "
-                    "shapes skips XLA compilation); empty to turn it off")
-flags.DEFINE_bool("overwrite", False, "replace the run already in --workdir and train from "
-                  "the start (without it, a run with other flags is refused, a finished one "
-                  "left as it is, and an unfinished one resumed)")
-flags.DEFINE_integer("checkpoint_every", 10, "save the training state every this many epochs "
-                     "(and after the last) under <workdir>/checkpoints", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffling; seed i of "
-                     "--num_seeds uses seed + i")
 
-
-flags.DEFINE_integer("cpu_devices", None, "host CPU devices for JAX; the seeds are spread "
-                     "over them (default: one per core this process may run on, or the count "
-                     "in XLA_FLAGS' --xla_force_host_platform_device_count); 1 for one device",
-                     lower_bound=1)
-flags.DEFINE_string("coordinator_address", None, "runs over several processes (hosts): "
-                    "host:port of process 0, for jax.distributed (one command per process)")
-flags.DEFINE_integer("num_processes", None, "runs over several processes: how many",
-                     lower_bound=1)
-flags.DEFINE_integer("process_id", None, "runs over several processes: this process's index",
-                     lower_bound=0)
-flags.DEFINE_bool("distributed", False, "runs over several processes: read the coordinator "
-                  "address, process count and index from the cluster's environment (SLURM's "
-                  "srun, Open MPI's mpirun), instead of the three flags above")
-flags.DEFINE_integer("heartbeat_timeout", 100, "runs over several processes: seconds after "
-                     "which the others give up on a process that stopped (and exit with an "
-                     "error)", lower_bound=1)
-
-
-def setup():
-    """What every experiment does first, before JAX runs anything: logging,
-    the compilation cache, the host CPU devices (`--cpu_devices`), and
-    `rnn_jax.use_processes` (JAX's distributed runtime) when the run spans
-    several processes (`--distributed`, or `--coordinator_address`,
-    `--num_processes` and `--process_id`)."""
-    if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
-        logging.set_verbosity(logging.WARNING)
-    use_compilation_cache(FLAGS.compilation_cache)
-    if (FLAGS.cpu_devices is not None
-            or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
-        rnn_jax.training.use_cpu_cores(FLAGS.cpu_devices)
-    given = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-    if FLAGS.distributed:
-        if any(v is not None for v in given):
-            raise app.UsageError("--distributed reads the process flags from the cluster's "
-                                 "environment: give it without --coordinator_address, "
-                                 "--num_processes and --process_id")
-        rnn_jax.use_processes(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
-    elif any(v is not None for v in given):
-        if any(v is None for v in given):
-            raise app.UsageError("runs over several processes need --coordinator_address, "
-                                 "--num_processes and --process_id together")
-        if FLAGS.process_id >= FLAGS.num_processes:
-            raise app.UsageError(f"--process_id={FLAGS.process_id} must be < "
-                                 f"--num_processes={FLAGS.num_processes}")
-        rnn_jax.use_processes(*given, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
-    if jax.process_index() > 0:  # process 0 prints the run; the others' errors go to stderr
-        sys.stdout = open(os.devnull, "w")
-
-
-def define_training_flags():
-    """The training flags (idempotent: experiments call it at import)."""
-    if "num_seeds" in FLAGS:
+def define_run_flags(flag_values: flags.FlagValues = FLAGS):
+    """The flags of every experiment (where outputs go, checkpoints, the seed,
+    the compilation cache, devices and processes) in `flag_values`; idempotent."""
+    if "workdir" in flag_values:
         return
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "directory for the run's outputs: run.json, flags.txt, "
+                        "metrics.json, timing.json, history.jsonl, checkpoints/, report.txt, "
+                        "plots; a rerun with the same flags resumes an unfinished run from the "
+                        "newest checkpoint", **fv)
+    flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "rnn_jax", "xla"),
+                        "directory of JAX's persistent compilation cache (a rerun with the same "
+                        "shapes skips XLA compilation); empty to turn it off", **fv)
+    flags.DEFINE_bool("overwrite", False, "replace the run already in --workdir and train from "
+                      "the start (without it, a run with other flags is refused, a finished one "
+                      "left as it is, and an unfinished one resumed)", **fv)
+    flags.DEFINE_integer("checkpoint_every", 10, "save the training state every this many "
+                         "epochs (and after the last) under <workdir>/checkpoints",
+                         lower_bound=1, **fv)
+    flags.DEFINE_integer("seed", 0, "seed of the (first) model's weights and shuffling; seed i "
+                         "of --num_seeds uses seed + i", **fv)
+    flags.DEFINE_integer("cpu_devices", None, "host CPU devices for JAX; the seeds are spread "
+                         "over them (default: one per core this process may run on, or the "
+                         "count in XLA_FLAGS' --xla_force_host_platform_device_count); 1 for one "
+                         "device", lower_bound=1, **fv)
+    flags.DEFINE_string("coordinator_address", None, "runs over several processes (hosts): "
+                        "host:port of process 0, for jax.distributed (one command per process)",
+                        **fv)
+    flags.DEFINE_integer("num_processes", None, "runs over several processes: how many",
+                         lower_bound=1, **fv)
+    flags.DEFINE_integer("process_id", None, "runs over several processes: this process's "
+                         "index", lower_bound=0, **fv)
+    flags.DEFINE_bool("distributed", False, "runs over several processes: read the coordinator "
+                      "address, process count and index from the cluster's environment "
+                      "(SLURM's srun, Open MPI's mpirun), instead of the three flags above", **fv)
+    flags.DEFINE_integer("heartbeat_timeout", 100, "runs over several processes: seconds after "
+                         "which the others give up on a process that stopped (and exit with an "
+                         "error)", lower_bound=1, **fv)
+
+
+def define_training_flags(flag_values: flags.FlagValues = FLAGS):
+    """The training flags in `flag_values` (idempotent)."""
+    if "num_seeds" in flag_values:
+        return
+    fv = dict(flag_values=flag_values)
     flags.DEFINE_integer("num_seeds", 1, "number of models trained at once (one compiled "
-                         "program, vmap over seeds)", lower_bound=1)
-    flags.DEFINE_integer("epochs", None, "epochs (default: the notebook's)", lower_bound=1)
+                         "program, vmap over seeds)", lower_bound=1, **fv)
+    flags.DEFINE_integer("epochs", None, "epochs (default: the notebook's)", lower_bound=1, **fv)
     flags.DEFINE_integer("batch_size", None, "batch size (default: the notebook's)",
-                         lower_bound=1)
+                         lower_bound=1, **fv)
     flags.DEFINE(LearningRatesParser(), "learning_rate", None, "learning rate (default: the "
                  "notebook's); a comma list (0.001,0.003,0.01) trains --num_seeds seeds per "
-                 "value in one program", serializer=LearningRatesParser())
+                 "value in one program", serializer=LearningRatesParser(), **fv)
     flags.DEFINE_float("validation_split", None, "fraction of the samples, taken from the end "
-                       "before shuffling, used for validation (default: the notebook's)")
+                       "before shuffling, used for validation (default: the notebook's)", **fv)
     flags.DEFINE_enum("optimizer", "adam", list(rnn_jax.optimizers.NAMES),
-                      "optimizer, with Keras' defaults")
+                      "optimizer, with Keras' defaults", **fv)
     flags.register_validator("validation_split", lambda v: v is None or 0.0 <= v < 1.0,
-                             message="--validation_split must be in [0, 1)")
+                             message="--validation_split must be in [0, 1)", **fv)
+
+
+def define_generated_data_flags(flag_values: flags.FlagValues = FLAGS):
+    """Flags of the generated toy data in `flag_values` (idempotent)."""
+    if "num_samples" in flag_values:
+        return
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_integer("num_samples", 10000, "number of generated sequences", lower_bound=2,
+                         **fv)
+    flags.DEFINE_integer("data_seed", 0, "seed of the generated data (the same for every "
+                         "model seed)", **fv)
+
+
+define_run_flags(FLAGS)
 
 
 class LearningRatesParser(flags.ArgumentParser, flags.ArgumentSerializer):
@@ -165,29 +174,123 @@ class LearningRatesParser(flags.ArgumentParser, flags.ArgumentSerializer):
         return ",".join(repr(v) for v in value) if isinstance(value, list) else repr(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """An experiment's settings: the value of each of its flags, read as
+    attributes (`config.epochs`, `config.input`; None where a hyperparameter
+    flag is unset and the notebook's value applies, see `hyperparameters`).
+    Built from parsed flags by `config_from_flags` (or `parse_config`), never
+    changed. The workdir is not in it: it is `train_and_evaluate`'s second
+    argument.
+
+    Attributes:
+      flags: flag name -> value (read-only).
+      flags_text: the flags as a `--flagfile` (one `--name=value` a line,
+        without `--workdir`); flags.txt is this plus the workdir's line.
+    """
+
+    flags: Mapping[str, Any]
+    flags_text: str = ""
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("flags")
+        if values is None or name not in values:
+            raise AttributeError(f"the config has no flag {name!r}")
+        return values[name]
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS,
+                      argv: Sequence[str] = ("",)) -> Config:
+    """The `Config` of parsed `flag_values` (absl's own flags left out). `argv`,
+    what absl left of the command line, must hold the program name only."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
+    values = {f.name: f.value for module, flag_list in flag_values.flags_by_module_dict().items()
+              if not module.startswith("absl") for f in flag_list if f.name != "workdir"}
+    text = "".join(line for line in flag_values.flags_into_string().splitlines(keepends=True)
+                   if not line.startswith("--workdir="))
+    return Config(types.MappingProxyType(dict(sorted(values.items()))), text)
+
+
+def parse_config(define_flags: Callable[[flags.FlagValues], None],
+                 args: Sequence[str]) -> Config:
+    """The `Config` of the command-line flags `args` (e.g.
+    `["--flagfile=experiments/flags/sum3.flags", "--epochs=1"]`) of the
+    experiment whose flags `define_flags` defines: what its `main` gets from
+    the same command. The flags are parsed into a `FlagValues` of their own,
+    so absl's global `FLAGS` is left alone and experiments defining the same
+    flag name with other defaults do not meet. Bad values raise absl's
+    `flags.Error` naming the flag."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["experiment", *args])
+    return config_from_flags(flag_values)
+
+
+def hyperparameters(config: Config, defaults: dict) -> dict:
+    """The run's epochs, batch_size, learning_rate, validation_split: the
+    config's flags over `defaults` (the notebook's), and its optimizer."""
+    hp = dict(defaults)
+    for name in ("epochs", "batch_size", "learning_rate", "validation_split"):
+        if getattr(config, name) is not None:
+            hp[name] = getattr(config, name)
+    hp["optimizer"] = config.optimizer
+    return hp
+
+
 def learning_rates(hp: dict) -> list | None:
     """The swept learning rates of a run (`hp['learning_rate']` a list), else None."""
     lr = hp["learning_rate"]
     return list(lr) if isinstance(lr, (list, tuple)) else None
 
 
-def define_generated_data_flags():
-    """Flags of the generated toy data (idempotent)."""
-    if "num_samples" in FLAGS:
-        return
-    flags.DEFINE_integer("num_samples", 10000, "number of generated sequences", lower_bound=2)
-    flags.DEFINE_integer("data_seed", 0, "seed of the generated data (the same for every "
-                         "model seed)")
+def setup(config: Config):
+    """What every experiment's `main` does first, before JAX runs anything:
+    logging, the compilation cache, the host CPU devices (`--cpu_devices`),
+    and `rnn_jax.use_processes` (JAX's distributed runtime) when the run
+    spans several processes (`--distributed`, or `--coordinator_address`,
+    `--num_processes` and `--process_id`). These are the process's: an
+    in-process call of `train_and_evaluate` runs on the JAX it finds."""
+    if not FLAGS["verbosity"].present:  # keep Orbax's INFO lines out of the progress
+        logging.set_verbosity(logging.WARNING)
+    use_compilation_cache(config.compilation_cache)
+    if (config.cpu_devices is not None
+            or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
+        rnn_jax.training.use_cpu_cores(config.cpu_devices)
+    given = [config.coordinator_address, config.num_processes, config.process_id]
+    if config.distributed:
+        if any(v is not None for v in given):
+            raise app.UsageError("--distributed reads the process flags from the cluster's "
+                                 "environment: give it without --coordinator_address, "
+                                 "--num_processes and --process_id")
+        rnn_jax.use_processes(heartbeat_timeout_seconds=config.heartbeat_timeout)
+    elif any(v is not None for v in given):
+        if any(v is None for v in given):
+            raise app.UsageError("runs over several processes need --coordinator_address, "
+                                 "--num_processes and --process_id together")
+        if config.process_id >= config.num_processes:
+            raise app.UsageError(f"--process_id={config.process_id} must be < "
+                                 f"--num_processes={config.num_processes}")
+        rnn_jax.use_processes(*given, heartbeat_timeout_seconds=config.heartbeat_timeout)
+    if jax.process_index() > 0:  # process 0 prints the run; the others' errors go to stderr
+        sys.stdout = open(os.devnull, "w")
 
 
-def hyperparameters(defaults: dict) -> dict:
-    """The run's epochs, batch_size, learning_rate, validation_split: flags over defaults."""
-    hp = dict(defaults)
-    for name in ("epochs", "batch_size", "learning_rate", "validation_split"):
-        if FLAGS[name].value is not None:
-            hp[name] = FLAGS[name].value
-    hp["optimizer"] = FLAGS.optimizer
-    return hp
+class RunError(Exception):
+    """A run that cannot go on, for a reason said in one line (its message
+    starts with the experiment's name): a refused workdir, damaged or foreign
+    checkpoints, unreadable data, every seed diverged. `main` prints it
+    without a traceback and exits with status 1 (`errors_in_one_line`)."""
+
+
+@contextlib.contextmanager
+def errors_in_one_line():
+    """`main`'s guard: a `RunError` becomes its one line on stderr and exit status 1."""
+    try:
+        yield
+    except RunError as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def _preload_output_modules():
@@ -203,7 +306,7 @@ def use_compilation_cache(path: str | None):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _fast_compile_options(num_seeds: int):
+def fast_compile_options(num_seeds: int):
     """XLA's cheaper optimisation for a toy model's one-seed run on CPU; None
     (XLA's defaults) for several seeds, where it would slow training down.
 
@@ -233,25 +336,23 @@ RUN_FILES = ("run.json", "flags.txt", "metrics.json", "timing.json", "history.js
              "report.txt", "checkpoints", "checkpoint")
 
 
-def run_flags() -> dict:
+def run_flags(config: Config) -> dict:
     """The flags that define a run's results, as `run.json` holds them: name ->
-    value as JSON reads it back (absl's own flags and `OPERATIONAL_FLAGS` left out)."""
-    out = {f.name: f.value for module, flag_list in FLAGS.flags_by_module_dict().items()
-           if not module.startswith("absl") for f in flag_list
-           if f.name not in OPERATIONAL_FLAGS}
+    value as JSON reads it back (`OPERATIONAL_FLAGS` left out)."""
+    out = {k: v for k, v in config.flags.items() if k not in OPERATIONAL_FLAGS}
     return json.loads(json.dumps(dict(sorted(out.items())), default=str))
 
 
-def claim_workdir(workdir: str, overwrite: bool) -> bool:
-    """Make `workdir` this run's: True when it already holds this run (same
-    `run_flags()`: resume, or nothing to do when it is finished), False when
-    it is new or was overwritten. `overwrite` removes whatever run it holds
-    (the same flags too: the run starts over). Without it, a workdir holding
-    another run (other flags, or outputs without a readable run.json) is
-    refused with a ValueError naming why; so is one that cannot be created or
-    written in (naming the directory at fault and the OS reason; nothing is
-    left behind)."""
-    now = run_flags()
+def claim_workdir(workdir: str, flags_now: dict, overwrite: bool) -> bool:
+    """Make `workdir` the run's whose `run_flags` are `flags_now`: True when it
+    already holds this run (same flags: resume, or nothing to do when it is
+    finished), False when it is new or was overwritten. `overwrite` removes
+    whatever run it holds (the same flags too: the run starts over). Without
+    it, a workdir holding another run (other flags, or outputs without a
+    readable run.json) is refused with a ValueError naming why; so is one
+    that cannot be created or written in (naming the directory at fault and
+    the OS reason; nothing is left behind)."""
+    now = flags_now
     record = os.path.join(workdir, "run.json")
     problem = None
     if os.path.exists(record):
@@ -292,39 +393,46 @@ GO, REFUSED, COMPLETE = 0, 1, 2  # what Run does with a workdir (process 0 tells
 
 
 class Run:
-    """One training run of an experiment, writing into `--workdir` (if given)."""
+    """One training run of an experiment, configured by `config`, writing into
+    `workdir` (if given).
 
-    def __init__(self, name: str):
+    Creating it claims the workdir (`claim_workdir`; a refusal raises
+    `RunError`). When the workdir holds this run finished, it says so in one
+    line and `complete` is True: the experiment returns `saved_metrics()`
+    instead of training.
+    """
+
+    def __init__(self, name: str, config: Config, workdir: str | None):
         self.name = name
+        self.config = config
         # With several processes, process 0 writes the outputs; every process
         # writes its shards of the checkpoints.
-        self.workdir = FLAGS.workdir if jax.process_index() == 0 else None
-        self.checkpoint_dir = (os.path.join(FLAGS.workdir, "checkpoints") if FLAGS.workdir
-                               else None)
+        self.workdir = workdir if jax.process_index() == 0 else None
+        self.checkpoint_dir = os.path.join(workdir, "checkpoints") if workdir else None
         self.t_start = time.perf_counter()
-        status = GO
+        status, refusal = GO, None
         if self.workdir:
             try:
-                if (claim_workdir(self.workdir, FLAGS.overwrite)
+                if (claim_workdir(self.workdir, run_flags(config), config.overwrite)
                         and os.path.exists(self.path("metrics.json"))):
                     status = COMPLETE
             except ValueError as e:  # an expected refusal: one line, no traceback
-                print(f"{name}: {e}", file=sys.stderr, flush=True)
-                status = REFUSED
-        if FLAGS.workdir and jax.process_count() > 1:  # the others wait for process 0's claim
+                status, refusal = REFUSED, f"{name}: {e}"
+        if workdir and jax.process_count() > 1:  # the others wait for process 0's claim
             from jax.experimental import multihost_utils
             status = int(multihost_utils.broadcast_one_to_all(np.int32(status)))
-            if status == REFUSED and jax.process_index() > 0:
-                print(f"{name}: process 0 refused --workdir={FLAGS.workdir}", file=sys.stderr,
-                      flush=True)
+            if status == REFUSED and refusal is None:
+                refusal = f"{name}: process 0 refused --workdir={workdir}"
         if status == REFUSED:
-            sys.exit(1)
-        if status == COMPLETE:  # metrics.json is written last: the run is finished
-            print(f"{name}: --workdir={FLAGS.workdir} holds this run, already complete; its "
+            raise RunError(refusal)
+        self.complete = status == COMPLETE  # metrics.json is written last: the run is finished
+        self.metrics_path = os.path.join(workdir, "metrics.json") if workdir else None
+        if self.complete:
+            print(f"{name}: --workdir={workdir} holds this run, already complete; its "
                   "outputs are left as they are (--overwrite trains it again)", flush=True)
-            sys.exit(0)
-        if self.workdir:
-            workdir_lib.write_text(self.path("flags.txt"), FLAGS.flags_into_string())
+        elif self.workdir:
+            workdir_lib.write_text(self.path("flags.txt"),
+                                   config.flags_text + f"--workdir={workdir}\n")
             # Import what the outputs need while XLA compiles (which releases the GIL).
             self._preload = threading.Thread(target=_preload_output_modules, daemon=True)
             self._preload.start()
@@ -332,18 +440,23 @@ class Run:
     def path(self, name: str) -> str:
         return os.path.join(self.workdir, name)
 
+    def saved_metrics(self) -> dict:
+        """The finished run's metrics.json."""
+        with open(self.metrics_path) as f:
+            return json.load(f)
+
     def fit(self, make_model: Callable, x, y, *, loss: str, metrics=(), hp: dict,
             fast_compile: bool = True, validation_data=None) -> rnn_jax.FitResult:
-        """`rnn_jax.fit` with the run's flags; history.jsonl is rewritten every epoch
+        """`rnn_jax.fit` with the run's config; history.jsonl is rewritten every epoch
         (a resumed run keeps the lines of the epochs before; they were written
         before the checkpoint it resumes from)."""
-        num_seeds = FLAGS.num_seeds
+        num_seeds, seed = self.config.num_seeds, self.config.seed
         swept = learning_rates(hp)
         num_members = num_seeds * (len(swept) if swept else 1)
         print(f"{self.name}: {x.shape[0]} samples, x {x.shape[1:]}, y {y.shape[1:]}; "
               f"{hp['optimizer']}(learning_rate={hp['learning_rate']}), batch {hp['batch_size']}, "
               f"{hp['epochs']} epochs, validation_split {hp['validation_split']}; "
-              f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {FLAGS.seed}"
+              f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {seed}"
               + (f" per learning rate ({num_members} members)" if swept else ""))
         lines: list[str] = []
 
@@ -360,42 +473,41 @@ class Run:
                 learning_rate=hp["learning_rate"], metrics=metrics,
                 batch_size=hp["batch_size"], epochs=hp["epochs"],
                 validation_split=hp["validation_split"], validation_data=validation_data,
-                seed=FLAGS.seed, num_seeds=num_seeds,
+                seed=seed, num_seeds=num_seeds,
                 callbacks=[write_history] if self.workdir else [],
                 checkpoint_dir=self.checkpoint_dir,
-                checkpoint_every=FLAGS.checkpoint_every,
-                compiler_options=_fast_compile_options(num_members) if fast_compile else None)
+                checkpoint_every=self.config.checkpoint_every,
+                compiler_options=fast_compile_options(num_members) if fast_compile else None)
         except rnn_jax.NonFiniteLossError as e:
             kept = ("" if not self.workdir else
                     "; no checkpoint was saved before" if e.last_checkpoint is None else
                     f"; the last good checkpoint is {e.last_checkpoint}")
-            print(f"{self.name}: {e}{kept}", file=sys.stderr, flush=True)
-            sys.exit(1)
+            raise RunError(f"{self.name}: {e}{kept}") from None
         except ValueError as e:
             from rnn_jax import checkpoints  # loaded already when fit had a checkpoint_dir
             if not isinstance(e, checkpoints.CheckpointError):
                 raise
-            print(f"{self.name}: {e}", file=sys.stderr, flush=True)  # damaged or another run's
-            sys.exit(1)
+            raise RunError(f"{self.name}: {e}") from None  # damaged or another run's
         self.result = result
         return result
 
     def finish(self, extra_metrics: dict, report: str, plots: Callable[[], list] | None = None):
         """Print the report; write metrics.json, timing.json, report.txt and plots
-        (the final checkpoint is already in checkpoints/).
+        (the final checkpoint is already in checkpoints/). Returns the metrics.
 
         metrics.json holds only what the run computed (bitwise the same for a
         resumed run); the times are in timing.json.
         """
         print(report)
         r = self.result
+        seed = self.config.seed
         metrics = workdir_lib.final_metrics(r.history, r.num_members)
-        metrics.update(num_seeds=r.num_seeds, seed=FLAGS.seed)
+        metrics.update(num_seeds=r.num_seeds, seed=seed)
         swept = len(r.members[0]) > 1
         if swept:  # lists above are per member: say which is which
             metrics.update(num_members=r.num_members, members=r.members)
         if r.diverged and not swept:
-            metrics["diverged_seeds"] = {str(FLAGS.seed + i): {"epoch": e, "step": s}
+            metrics["diverged_seeds"] = {str(seed + i): {"epoch": e, "step": s}
                                          for i, (e, s) in sorted(r.diverged.items())}
         elif r.diverged:
             metrics["diverged_members"] = {str(i): {**r.members[i], "epoch": e, "step": s}

@@ -27,20 +27,32 @@ from experiments import common
 from rnn_jax import readout
 
 FLAGS = flags.FLAGS
-common.define_training_flags()
-common.define_generated_data_flags()
-# experiments.reuters defines --embedding_dim too (default 32); allow_override lets one
-# process import both (the tests do), the later import's definition winning.
-flags.DEFINE_integer("embedding_dim", 10, "embedding size E", lower_bound=1, allow_override=True)
-flags.DEFINE_enum("rnn_activation", "linear", ["linear", "sigmoid"],
-                  "SimpleRNN activation (linear is followed by a sigmoid Activation)")
-flags.DEFINE_integer("digit", 4, "the digit to detect", lower_bound=0, upper_bound=9)
 
-NOTEBOOK = {
+NOTEBOOK = {  # the notebook's hyperparameters for each model
     "linear": dict(learning_rate=0.02, batch_size=8, epochs=4, validation_split=0.2),
     "sigmoid": dict(learning_rate=0.03, batch_size=8, epochs=4, validation_split=0.2),
 }
 DIGITS = np.arange(10)
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+    """contains4's flags, and the common ones, in `flag_values`."""
+    common.define_run_flags(flag_values)
+    common.define_training_flags(flag_values)
+    common.define_generated_data_flags(flag_values)
+    # experiments.reuters defines --embedding_dim too (default 32); in absl's global
+    # FLAGS, allow_override lets one process import both, the later import's winning
+    # (`common.parse_config` gives each experiment flags of its own).
+    flags.DEFINE_integer("embedding_dim", 10, "embedding size E", lower_bound=1,
+                         allow_override=True, flag_values=flag_values)
+    flags.DEFINE_enum("rnn_activation", "linear", ["linear", "sigmoid"],
+                      "SimpleRNN activation (linear is followed by a sigmoid Activation)",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("digit", 4, "the digit to detect", lower_bound=0, upper_bound=9,
+                         flag_values=flag_values)
+
+
+define_flags(FLAGS)
 
 
 def make_model_fn(embedding_dim: int, rnn_activation: str):
@@ -53,16 +65,18 @@ def make_model_fn(embedding_dim: int, rnn_activation: str):
     return make
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.setup()
-    act, digit = FLAGS.rnn_activation, FLAGS.digit
-    hp = common.hyperparameters(NOTEBOOK[act])
-    x, y, ids = rnn_jax.datasets.digits.contains_digit(FLAGS.num_samples, digit=digit,
-                                                       seed=FLAGS.data_seed)
-    run = common.Run(f"contains{digit} (E={FLAGS.embedding_dim}, {act})")
-    result = run.fit(make_model_fn(FLAGS.embedding_dim, act), x, y, loss="binary_crossentropy",
+def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
+    """Train notebook 002's model as `config` says, writing the run into
+    `workdir` (none: nothing written); returns the metrics (metrics.json's
+    dict). Raises `common.RunError` when the run cannot go on."""
+    act, digit, dim = config.rnn_activation, config.digit, config.embedding_dim
+    hp = common.hyperparameters(config, NOTEBOOK[act])
+    x, y, ids = rnn_jax.datasets.digits.contains_digit(config.num_samples, digit=digit,
+                                                       seed=config.data_seed)
+    run = common.Run(f"contains{digit} (E={dim}, {act})", config, workdir)
+    if run.complete:
+        return run.saved_metrics()
+    result = run.fit(make_model_fn(dim, act), x, y, loss="binary_crossentropy",
                      metrics=["accuracy"], hp=hp)
 
     n = result.num_members
@@ -80,7 +94,7 @@ def main(argv):
 
     model0 = result.model(0)
     e0, U0 = per_seed[0]
-    lines = [f"seed {FLAGS.seed}: validation accuracy {val_acc[0]:.4f}",
+    lines = [f"seed {config.seed}: validation accuracy {val_acc[0]:.4f}",
              "  digit   e_d = W_embd[d] . W + b"]
     for d in DIGITS:
         lines.append(f"  {d}{' <' if d == digit else '  '}    {e0[d]:9.3f}")
@@ -94,7 +108,7 @@ def main(argv):
     for ex, row, p in zip(examples, trace.states["h"][:, :, 0], probs):
         lines.append(f"    {ex}: h = {common.fmt(row, 2)}  -> P(contains {digit}) = {p:.4f}")
 
-    extra = {"embedding_dim": FLAGS.embedding_dim, "rnn_activation": act, "digit": digit,
+    extra = {"embedding_dim": dim, "rnn_activation": act, "digit": digit,
              "digit_weights": [s[0] for s in per_seed] if n > 1 else e0,
              "U": [s[1] for s in per_seed] if n > 1 else U0,
              "detector_pattern": detects.tolist() if n > 1 else bool(detects[0])}
@@ -132,7 +146,14 @@ def main(argv):
                                title=f"contains{digit}: the carried score h_t"),
         ]
 
-    run.finish(extra, "\n".join(lines), plots)
+    return run.finish(extra, "\n".join(lines), plots)
+
+
+def main(argv):
+    config = common.config_from_flags(FLAGS, argv)
+    common.setup(config)
+    with common.errors_in_one_line():
+        train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -36,25 +36,37 @@ from experiments import common
 from rnn_jax.datasets import reuters
 
 FLAGS = flags.FLAGS
-common.define_training_flags()
 MODELS = ("vanilla", "stacked_vanilla", "lstm", "stacked_lstm", "gru", "bidirectional_lstm")
-flags.DEFINE_enum("model", "lstm", MODELS, "the recurrent model")
-flags.DEFINE_enum("encoding", "raw", ["raw", "embedding"],
-                  "raw: the word id as one scalar feature (the notebook); embedding: "
-                  "Embedding(num_words, embedding_dim, mask_zero=True)")
-flags.DEFINE_integer("units", 50, "units of each recurrent layer", lower_bound=1)
-flags.DEFINE_integer("embedding_dim", 32, "embedding size (--encoding=embedding)", lower_bound=1,
-                     allow_override=True)  # also defined by experiments.contains4
-flags.DEFINE_integer("num_words", 30000, "keep the num_words most frequent words", lower_bound=4)
-flags.DEFINE_integer("maxlen", 50, "keep newswires shorter than maxlen words", lower_bound=2)
-flags.DEFINE_float("test_split", 0.3, "fraction of the newswires held out for test")
-flags.DEFINE_string("data_path", None, "reuters.npz (default: Keras' cache, else download)")
-flags.register_validator("test_split", lambda v: 0.0 < v < 1.0,
-                         message="--test_split must be in (0, 1)")
-
 NOTEBOOK = dict(learning_rate=1e-3, batch_size=50, epochs=200, validation_split=0.0)
 NOTEBOOK_ACCURACY = {"vanilla": 0.756, "stacked_vanilla": 0.738, "lstm": 0.846,
                      "stacked_lstm": 0.850}
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+    """The Reuters experiment's flags, and the common ones, in `flag_values`."""
+    fv = dict(flag_values=flag_values)
+    common.define_run_flags(flag_values)
+    common.define_training_flags(flag_values)
+    flags.DEFINE_enum("model", "lstm", MODELS, "the recurrent model", **fv)
+    flags.DEFINE_enum("encoding", "raw", ["raw", "embedding"],
+                      "raw: the word id as one scalar feature (the notebook); embedding: "
+                      "Embedding(num_words, embedding_dim, mask_zero=True)", **fv)
+    flags.DEFINE_integer("units", 50, "units of each recurrent layer", lower_bound=1, **fv)
+    flags.DEFINE_integer("embedding_dim", 32, "embedding size (--encoding=embedding)",
+                         lower_bound=1, allow_override=True,  # also defined by contains4
+                         **fv)
+    flags.DEFINE_integer("num_words", 30000, "keep the num_words most frequent words",
+                         lower_bound=4, **fv)
+    flags.DEFINE_integer("maxlen", 50, "keep newswires shorter than maxlen words", lower_bound=2,
+                         **fv)
+    flags.DEFINE_float("test_split", 0.3, "fraction of the newswires held out for test", **fv)
+    flags.DEFINE_string("data_path", None, "reuters.npz (default: Keras' cache, else download)",
+                        **fv)
+    flags.register_validator("test_split", lambda v: 0.0 < v < 1.0,
+                             message="--test_split must be in (0, 1)", **fv)
+
+
+define_flags(FLAGS)
 
 
 def load(path=None, num_words=30000, maxlen=50, test_split=0.3, encoding="raw"):
@@ -107,22 +119,26 @@ def per_learning_rate(result, acc) -> list[dict]:
     return rows
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.setup()
-    hp = common.hyperparameters(NOTEBOOK)
+def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
+    """Train notebook 004's model as `config` says, writing the run into
+    `workdir` (none: nothing written); returns the metrics (metrics.json's
+    dict). Raises `common.RunError` when the run cannot go on (data that
+    cannot be loaded included)."""
+    model, encoding = config.model, config.encoding
+    hp = common.hyperparameters(config, NOTEBOOK)
     try:
-        (x_tr, y_tr), (x_te, y_te) = load(FLAGS.data_path, FLAGS.num_words, FLAGS.maxlen,
-                                          FLAGS.test_split, FLAGS.encoding)
+        (x_tr, y_tr), (x_te, y_te) = load(config.data_path, config.num_words, config.maxlen,
+                                          config.test_split, encoding)
     except (OSError, ValueError) as err:  # missing, truncated, corrupt or unsafe: one line
-        source = f"--data_path={FLAGS.data_path}" if FLAGS.data_path else "Keras' cache"
-        raise SystemExit(f"reuters: cannot load the data ({source}): {err}") from None
+        source = f"--data_path={config.data_path}" if config.data_path else "Keras' cache"
+        raise common.RunError(f"reuters: cannot load the data ({source}): {err}") from None
     majority = int(np.argmax(y_tr.sum(0)))
     baseline = float(np.mean(np.argmax(y_te, 1) == majority))
-    run = common.Run(f"reuters ({FLAGS.model}, {FLAGS.encoding})")
-    make = make_model_fn(FLAGS.model, FLAGS.encoding, x_tr.shape[1], FLAGS.units,
-                         FLAGS.num_words, FLAGS.embedding_dim)
+    run = common.Run(f"reuters ({model}, {encoding})", config, workdir)
+    if run.complete:
+        return run.saved_metrics()
+    make = make_model_fn(model, encoding, x_tr.shape[1], config.units, config.num_words,
+                         config.embedding_dim)
     print(rnn_jax.readout.summary(nnx.eval_shape(lambda: make(nnx.Rngs(0)))))
     on_test = hp["validation_split"] == 0.0
     result = run.fit(make, x_tr, y_tr, loss="categorical_crossentropy", metrics=["accuracy"],
@@ -143,23 +159,30 @@ def main(argv):
                   if row["seeds"] > 1 else " (1 seed)")
         lines.append(f"  learning rate {row['learning_rate']:g}: test accuracy "
                      f"{row['test_accuracy_mean']:.4f}{spread}")
-    if FLAGS.model in NOTEBOOK_ACCURACY and FLAGS.encoding == "raw":
-        lines.append(f"the notebook's {FLAGS.model}: {NOTEBOOK_ACCURACY[FLAGS.model]:.3f}")
+    if model in NOTEBOOK_ACCURACY and encoding == "raw":
+        lines.append(f"the notebook's {model}: {NOTEBOOK_ACCURACY[model]:.3f}")
     ran = len(result.epoch_seconds)  # by this command (fewer when it resumed)
     per_epoch = result.train_seconds / ran if ran else None
     lines.append((f"{per_epoch:.3f} s per epoch" if ran else "no epoch left to train")
                  + f" ({n} {'member' if lrs else 'seed'}{'s' if n > 1 else ''} at once), "
                  f"compile {result.compile_seconds:.2f} s")
-    extra = {"model": FLAGS.model, "encoding": FLAGS.encoding,
+    extra = {"model": model, "encoding": encoding,
              "test_accuracy": acc.tolist() if n > 1 else float(acc[0]),
              "test_loss": test["loss"].tolist() if n > 1 else float(test["loss"][0]),
              "majority_baseline": baseline, "seconds_per_epoch": per_epoch,
-             "notebook_test_accuracy": NOTEBOOK_ACCURACY.get(FLAGS.model)
-             if FLAGS.encoding == "raw" else None,
+             "notebook_test_accuracy": NOTEBOOK_ACCURACY.get(model)
+             if encoding == "raw" else None,
              "val_is_test_set": on_test}
     if per_value:
         extra["per_learning_rate"] = per_value
-    run.finish(extra, "\n".join(lines))
+    return run.finish(extra, "\n".join(lines))
+
+
+def main(argv):
+    config = common.config_from_flags(FLAGS, argv)
+    common.setup(config)
+    with common.errors_in_one_line():
+        train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

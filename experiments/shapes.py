@@ -15,13 +15,13 @@
 
 Every check prints its max |difference|; the run fails if one exceeds 1e-5
 or a parameter count is off. With --workdir, results.json holds them all.
+`evaluate(config, workdir)` is the same in-process (`common.parse_config`).
 
     python -m experiments.shapes --flagfile=experiments/flags/shapes.flags
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -31,15 +31,25 @@ from absl import app, flags, logging
 from flax import nnx
 
 import rnn_jax
-from experiments import common  # defines --workdir, --seed, --compilation_cache
+from experiments import common
 from rnn_jax import readout
+from rnn_jax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("N", 4, "number of samples (batch)", lower_bound=1)
-flags.DEFINE_integer("T", 10, "sequence length", lower_bound=1)
-flags.DEFINE_integer("D", 3, "input features", lower_bound=1)
-flags.DEFINE_integer("M", 5, "hidden units", lower_bound=1)
-flags.DEFINE_integer("K", 2, "output units", lower_bound=1)
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+    """The shapes' flags, and the common ones (`--workdir`, `--seed`, ...), in `flag_values`."""
+    fv = dict(flag_values=flag_values)
+    common.define_run_flags(flag_values)
+    flags.DEFINE_integer("N", 4, "number of samples (batch)", lower_bound=1, **fv)
+    flags.DEFINE_integer("T", 10, "sequence length", lower_bound=1, **fv)
+    flags.DEFINE_integer("D", 3, "input features", lower_bound=1, **fv)
+    flags.DEFINE_integer("M", 5, "hidden units", lower_bound=1, **fv)
+    flags.DEFINE_integer("K", 2, "output units", lower_bound=1, **fv)
+
+
+define_flags(FLAGS)
 
 TOLERANCE = 1e-5
 
@@ -106,15 +116,15 @@ def check_summaries(m, d, t, k, model, seed=0):
     return counts
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.setup()
-    n, t, d, m, k = FLAGS.N, FLAGS.T, FLAGS.D, FLAGS.M, FLAGS.K
-    rngs = nnx.Rngs(FLAGS.seed)
+def evaluate(config: common.Config, workdir: str | None) -> dict:
+    """Every check of the module's docstring with the shapes `config` gives,
+    printed; returns the results (and writes them to `workdir`/results.json
+    when given). Raises SystemExit naming the check when one fails."""
+    n, t, d, m, k = config.N, config.T, config.D, config.M, config.K
+    rngs = nnx.Rngs(config.seed)
     model = rnn_jax.Sequential(
         [rnn_jax.SimpleRNN(m, rngs=rngs), rnn_jax.Dense(k, rngs=rngs)], input_shape=(t, d))
-    data = np.random.default_rng(FLAGS.seed)
+    data = np.random.default_rng(config.seed)
     x_NxTxD = data.standard_normal((n, t, d)).astype(np.float32)
 
     print(f"N={n} samples, T={t} steps, D={d} features, M={m} hidden units, K={k} outputs")
@@ -125,7 +135,7 @@ def main(argv):
         print(f"  {name:22s} shape {w.shape}")
     print(f"  parameters: SimpleRNN M(M+D)+M = {m * (m + d) + m}, "
           f"Dense MK+K = {m * k + k}; counted {model.count_params()}")
-    counts = check_summaries(m, d, t, k, model, FLAGS.seed)
+    counts = check_summaries(m, d, t, k, model, config.seed)
 
     graphdef, state = nnx.split(model)
     predict = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
@@ -180,14 +190,16 @@ def main(argv):
           y_seq[:, -1], model.layers[0](x_NxTxD))
 
     print(f"first prediction: {np.round(y_model[0], 6)}   (compile {compile_s:.2f} s)")
-    if FLAGS.workdir:
-        os.makedirs(FLAGS.workdir, exist_ok=True)
-        path = os.path.join(FLAGS.workdir, "results.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, path)
+    if workdir:
+        path = workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
         logging.info("wrote %s", path)
+    return results
+
+
+def main(argv):
+    config = common.config_from_flags(FLAGS, argv)
+    common.setup(config)
+    evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ the digit `d` enters as `e_d = d` and the sum is carried with `U = 1`:
 - `--input=onehot`: `x_t` one-hot `(N, 3, 10)`, so `e_d = W_d + b`;
 - `--input=embedding`: `Embedding(10, 10)` ids `(N, 3)`, so `e_d = W_embd[d] W + b`.
 
-Hyperparameters default to the notebook's for each input (scalar: Adam
-1e-3, batch 4, 5 epochs; one-hot: Adam 0.005, batch 8, 8 epochs; embedding:
-Adam 0.01, batch 8, 4 epochs; validation_split 0.2).
+Hyperparameters left unset default to the notebook's for each input
+(`NOTEBOOK` below, their one home). In a script or a test, the same run
+in-process: `train_and_evaluate(common.parse_config(define_flags, [...]), workdir)`.
 
 The flagfile trains 64 seeds at once (`--num_seeds=64`). The report first
 says how many reach the readable solution (`|U - 1|` and every `|e_d - d|` at
@@ -42,11 +42,6 @@ from experiments import common
 from rnn_jax import readout
 
 FLAGS = flags.FLAGS
-common.define_training_flags()
-common.define_generated_data_flags()
-flags.DEFINE_enum("input", "scalar", ["scalar", "onehot", "embedding"],
-                  "how the digits are fed: a scalar, one-hot, or through Embedding(10, 10)")
-flags.DEFINE_float("readable_tol", 0.1, "tolerance of the readable-solution test", lower_bound=0)
 
 NOTEBOOK = {  # the notebook's hyperparameters for each part
     "scalar": dict(learning_rate=1e-3, batch_size=4, epochs=5, validation_split=0.2),
@@ -55,6 +50,21 @@ NOTEBOOK = {  # the notebook's hyperparameters for each part
 }
 ENCODING = {"scalar": "scalar", "onehot": "onehot", "embedding": "ids"}
 DIGITS = np.arange(10)
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+    """sum3's flags, and the common ones, in `flag_values`."""
+    common.define_run_flags(flag_values)
+    common.define_training_flags(flag_values)
+    common.define_generated_data_flags(flag_values)
+    flags.DEFINE_enum("input", "scalar", ["scalar", "onehot", "embedding"],
+                      "how the digits are fed: a scalar, one-hot, or through Embedding(10, 10)",
+                      flag_values=flag_values)
+    flags.DEFINE_float("readable_tol", 0.1, "tolerance of the readable-solution test",
+                       lower_bound=0, flag_values=flag_values)
+
+
+define_flags(FLAGS)
 
 
 def make_model_fn(input_kind: str):
@@ -96,62 +106,81 @@ def per_learning_rate(result, readable, val_loss) -> list[dict]:
     return rows
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.setup()
-    kind = FLAGS.input
-    hp = common.hyperparameters(NOTEBOOK[kind])
-    x, y, ids = rnn_jax.datasets.digits.sum_of_digits(FLAGS.num_samples, seed=FLAGS.data_seed,
+def other_solutions(per_seed, readable) -> dict:
+    """The members that did not reach the readable solution, grouped by what
+    they found: `(round(U), round(slope, 1)) -> member indices`, where `slope`
+    is that of the least-squares line `e_d ~ slope * d + c`."""
+    groups: dict = {}
+    for i, (e, U, _, _) in enumerate(per_seed):
+        if not readable[i]:
+            groups.setdefault((round(U), round(np.polyfit(DIGITS, e, 1)[0], 1)), []).append(i)
+    return groups
+
+
+def readout_lines(model, header: str, kind: str, x, y, ids, weights, readable: bool,
+                  tol: float, one_seed: bool):
+    """The report's read-outs of one trained model: its predictions for the
+    last 5 samples, its weights, whether it is readable, the carried state
+    `h_t` `(5, 3)`; returns `(lines, trace)` (the trace for state_trace.png)."""
+    e, U, W, b = weights
+    lines = [f"{header}: predictions for the last 5 samples", "  digits      label  prediction"]
+    pred = np.asarray(model(x[-5:]))
+    for d, lab, p in zip(ids[-5:], y[-5:, 0], pred[:, 0]):
+        lines.append(f"  {d}  {lab:5.0f}  {p:10.4f}")
+    if kind == "scalar":
+        lines.append(f"  W = {W[0, 0]:.4f}  U = {U:.4f}  b = {b[0]:.4g}   (rounded: W = "
+                     f"{np.round(W[0, 0]):.0f}, U = {np.round(U):.0f}, b = {np.round(b[0]):.0f})")
+    else:
+        what = "W + b" if kind == "onehot" else "W_embd . W + b"
+        lines.append(f"  per-digit {what}: {common.fmt(e, 3)}")
+        lines.append(f"  rounded:            {common.fmt(np.round(e), 0)}")
+        lines.append(f"  U = {U:.4f} (rounded {np.round(U):.0f})")
+    lines.append(f"  readable solution (U = 1, e_d = d within {tol}): "
+                 f"{'yes' if readable else 'no'}")
+    if one_seed and not readable:
+        lines.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and "
+                     "counts how many do)")
+    trace = readout.trace_states(model, x[-5:])[0]
+    lines.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
+    for d, row in zip(ids[-5:], trace.states["h"][:, :, 0]):
+        lines.append(f"    {d}: h = {common.fmt(row, 2)}")
+    return lines, trace
+
+
+def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
+    """Train notebook 000's model as `config` says, writing the run into
+    `workdir` (none: nothing written); returns the metrics (metrics.json's
+    dict). Raises `common.RunError` when the run cannot go on."""
+    kind, tol = config.input, config.readable_tol
+    hp = common.hyperparameters(config, NOTEBOOK[kind])
+    x, y, ids = rnn_jax.datasets.digits.sum_of_digits(config.num_samples, seed=config.data_seed,
                                                       encoding=ENCODING[kind])
-    run = common.Run(f"sum3 ({kind})")
+    run = common.Run(f"sum3 ({kind})", config, workdir)
+    if run.complete:
+        return run.saved_metrics()
     result = run.fit(make_model_fn(kind), x, y, loss="mean_squared_error", hp=hp)
 
     n = result.num_members
     lrs = common.learning_rates(hp)
     val_loss = np.atleast_1d(result.history.get("val_loss", result.history["loss"])[..., -1])
     per_seed = [digit_weights(result.model(i), kind) for i in range(n)]
-    readable = np.array([is_readable(e, U, FLAGS.readable_tol) for e, U, _, _ in per_seed])
+    readable = np.array([is_readable(e, U, tol) for e, U, _, _ in per_seed])
 
     # The read-outs show one model: the only one, or with many the first that
     # reached the readable solution (else the first), said in its header.
     shown = int(np.argmax(readable)) if n > 1 and readable.any() else 0
-    model_shown = result.model(shown)
-    e0, U0, W0, b0 = per_seed[shown]
     member = result.members[shown]
-    first = f"seed {member['seed']}" + (f", learning_rate {member['learning_rate']:g}"
-                                        if lrs else "")
     who = "member" if lrs else "seed"
+    header = f"seed {member['seed']}" + (f", learning_rate {member['learning_rate']:g}"
+                                         if lrs else "")
     if n > 1 and readable[shown]:
-        first += (f", the first of the {n} {who}s to reach the readable solution"
-                  + (f" ({who} index {shown})" if lrs else ""))
+        header += (f", the first of the {n} {who}s to reach the readable solution"
+                   + (f" ({who} index {shown})" if lrs else ""))
     elif n > 1:
-        first += f" ({who} index 0; none of the {n} {who}s reached the readable solution)"
-    readouts = [f"{first}: predictions for the last 5 samples",
-                "  digits      label  prediction"]
-    pred = np.asarray(model_shown(x[-5:]))
-    for d, lab, p in zip(ids[-5:], y[-5:, 0], pred[:, 0]):
-        readouts.append(f"  {d}  {lab:5.0f}  {p:10.4f}")
-    if kind == "scalar":
-        readouts.append(f"  W = {W0[0, 0]:.4f}  U = {U0:.4f}  b = {b0[0]:.4g}   (rounded: W = "
-                        f"{np.round(W0[0, 0]):.0f}, U = {np.round(U0):.0f}, "
-                        f"b = {np.round(b0[0]):.0f})")
-    else:
-        what = "W + b" if kind == "onehot" else "W_embd . W + b"
-        readouts.append(f"  per-digit {what}: {common.fmt(e0, 3)}")
-        readouts.append(f"  rounded:            {common.fmt(np.round(e0), 0)}")
-        readouts.append(f"  U = {U0:.4f} (rounded {np.round(U0):.0f})")
-    readouts.append(f"  readable solution (U = 1, e_d = d within {FLAGS.readable_tol}): "
-                    f"{'yes' if readable[shown] else 'no'}")
-    if n == 1 and not readable[0]:
-        readouts.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and "
-                        "counts how many do)")
-
-    trace = readout.trace_states(model_shown, x[-5:])[0]
-    h = trace.states["h"][:, :, 0]
-    readouts.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
-    for d, row in zip(ids[-5:], h):
-        readouts.append(f"    {d}: h = {common.fmt(row, 2)}")
+        header += f" ({who} index 0; none of the {n} {who}s reached the readable solution)"
+    readouts, trace = readout_lines(result.model(shown), header, kind, x, y, ids,
+                                    per_seed[shown], bool(readable[shown]), tol, n == 1)
+    e0, U0, W0, b0 = per_seed[shown]
 
     lines = []  # with many: the distribution first, then the read-outs
     extra = {"input": kind, "readable": readable.tolist() if n > 1 else bool(readable[0]),
@@ -169,14 +198,9 @@ def main(argv):
         who_all = (f"{n} members ({len(lrs)} learning rates x {result.num_seeds} seeds)" if lrs
                    else f"{n} seeds")
         lines.append(f"{who_all}: {readable.sum()} reach the readable solution {solution} "
-                     f"(within {FLAGS.readable_tol}; {100 * frac:.0f}%); their median val_loss "
+                     f"(within {tol}; {100 * frac:.0f}%); their median val_loss "
                      f"{np.median(val_loss[readable]) if readable.any() else float('nan'):.3g}")
-        groups: dict = {}
-        for i, (e, U, _, _) in enumerate(per_seed):
-            if readable[i]:
-                continue
-            slope = np.polyfit(DIGITS, e, 1)[0]
-            groups.setdefault((round(U), round(slope, 1)), []).append(i)
+        groups = other_solutions(per_seed, readable)
         if groups:
             lines.append("  the other solutions (U and the slope of e_d ~ slope * d + c, rounded):")
         for (U, slope), members in sorted(groups.items(), key=lambda g: -len(g[1])):
@@ -223,7 +247,14 @@ def main(argv):
                 title=f"sum3 ({kind}): {n} seeds", ylog_floor=1e-15))
         return out
 
-    run.finish(extra, "\n".join(lines), plots)
+    return run.finish(extra, "\n".join(lines), plots)
+
+
+def main(argv):
+    config = common.config_from_flags(FLAGS, argv)
+    common.setup(config)
+    with common.errors_in_one_line():
+        train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,38 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module")
+def compilation_cache_of_the_commands():
+    """JAX's persistent compilation cache where the experiment commands keep it
+    (`--compilation_cache`'s default), for a module's in-process runs, as a
+    command has it; JAX's settings restored after the module."""
+    import jax
+
+    from experiments import common
+
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    common.use_compilation_cache(common.FLAGS["compilation_cache"].default)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
+def train_in_process(module, *args, workdir=None) -> dict:
+    """What `python -m experiments.NAME ARGS --workdir=WORKDIR` computes, run in
+    this process (`module` is `experiments.NAME`): the config parsed from
+    `args` as the command parses them (a `--flagfile=` path relative to the
+    repository root), then `train_and_evaluate(config, workdir)`; returns
+    its metrics. It runs on this process's JAX as it is (the command would
+    first set up its devices and processes: `experiments.common.setup`)."""
+    from experiments import common
+
+    args = [a.replace("--flagfile=", f"--flagfile={ROOT}/", 1)
+            if a.startswith("--flagfile=experiments/") else a for a in args]
+    config = common.parse_config(module.define_flags, args)
+    return module.train_and_evaluate(config, None if workdir is None else str(workdir))
+
+
 def assert_flag_error(proc, flag: str, value: str | None = None):
     """A finished `python -m experiments.NAME` refused its flags as absl does: a
     non-zero exit status, no traceback, and one error line naming the flag (and

@@ -26,7 +26,7 @@ from flax import nnx
 
 import rnn_jax as R
 from rnn_jax import checkpoints
-from conftest import ROOT
+from conftest import ROOT, train_in_process
 
 
 def lstm_factory(rngs):
@@ -449,10 +449,10 @@ def test_workdir_with_other_flags_is_refused_unless_overwrite(tmp_path, unbroken
             and "--learning_rate=None there, 0.01 here" in errors[0]), errors[0]
     assert json.loads((unbroken / "run.json").read_text())["flags"]["learning_rate"] is None
 
-    import shutil
+    from experiments import sum3
+
     shutil.copytree(unbroken, tmp_path / "w")
-    proc = run_sum3(f"--workdir={tmp_path / 'w'}", "--epochs=2", "--overwrite")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(sum3, *SUM3, "--epochs=2", "--overwrite", workdir=tmp_path / "w")
     assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["2"]
     assert len((tmp_path / "w" / "history.jsonl").read_text().splitlines()) == 2
 
@@ -490,26 +490,35 @@ def test_experiment_divergence_is_one_line_and_exit_1(tmp_path, run_sum3):
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_experiment_many_seeds_names_diverged_seeds(tmp_path, run_sum3):
-    # lr 1e30 sends every seed off; the line names the first and exit status is 1.
-    proc = run_sum3(f"--workdir={tmp_path}", "--learning_rate=1e30", "--num_seeds=3")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "non-finite loss in every seed (first: seed index" in proc.stderr
+def test_experiment_many_seeds_names_diverged_seeds(tmp_path):
+    # lr 1e30 sends every seed off; the one line (RunError: the command prints it
+    # and exits with status 1, as above) names the first.
+    from experiments import common, sum3
+
+    with pytest.raises(common.RunError, match=r"^sum3 \(scalar\): non-finite loss in every "
+                                              r"seed \(first: seed index \d"):
+        train_in_process(sum3, *SUM3, "--learning_rate=1e30", "--num_seeds=3",
+                         workdir=tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_claim_workdir_old_or_foreign_outputs(tmp_path):
-    from experiments import common
+    from experiments import common, sum3
 
+    config = common.parse_config(sum3.define_flags, [f"--flagfile={ROOT}/experiments/flags/"
+                                                     "sum3.flags", *SUM3[1:]])
+    flags = common.run_flags(config)
+    assert flags["num_samples"] == 2000 and flags["epochs"] == 6 and "workdir" not in flags
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="holds run outputs but no run.json"):
-        common.claim_workdir(str(tmp_path), overwrite=False)
+        common.claim_workdir(str(tmp_path), flags, overwrite=False)
     (tmp_path / "run.json").write_text('{"flags": ')
     with pytest.raises(ValueError, match="holds run outputs but an unreadable run.json"):
-        common.claim_workdir(str(tmp_path), overwrite=False)
-    assert common.claim_workdir(str(tmp_path), overwrite=True) is False  # replaced
+        common.claim_workdir(str(tmp_path), flags, overwrite=False)
+    assert common.claim_workdir(str(tmp_path), flags, overwrite=True) is False  # replaced
     assert not (tmp_path / "metrics.json").exists()
-    assert common.claim_workdir(str(tmp_path), overwrite=False) is True  # same run: resume
-    assert json.loads((tmp_path / "run.json").read_text())["flags"] == common.run_flags()
+    assert common.claim_workdir(str(tmp_path), flags, overwrite=False) is True  # same: resume
+    assert json.loads((tmp_path / "run.json").read_text())["flags"] == flags
 
 
 # -- experiments: damaged or foreign checkpoints, a workdir that cannot be made ---------------

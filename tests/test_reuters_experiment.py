@@ -1,7 +1,9 @@
 """The Reuters experiment (notebook 004): every model runs 2 epochs from the
-flagfile on the real data, and its reported test accuracy and baseline are
-recomputed from the checkpoint and the data independently. Bad flags and
-missing or broken data files stop it with one line (these need no data)."""
+flagfile on the real data (in-process: `train_and_evaluate(config, workdir)`,
+the config parsed from the command's flags), and its reported test accuracy
+and baseline are recomputed from the checkpoint and the data independently.
+Bad flags and missing or broken data files stop the command with one line
+(subprocesses; these need no data)."""
 
 import io
 import json
@@ -14,7 +16,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import ROOT, SHARED_DATA, assert_flag_error
+from conftest import ROOT, SHARED_DATA, assert_flag_error, train_in_process
+from experiments import reuters
+
+pytestmark = pytest.mark.usefixtures("compilation_cache_of_the_commands")
 
 DATA = os.path.join(SHARED_DATA, "reuters.npz")
 needs_data = pytest.mark.skipif(not os.path.exists(DATA),
@@ -38,13 +43,14 @@ DEFAULT_RUNS = {("vanilla", "raw"), ("lstm", "raw"), ("lstm", "embedding")}
 @pytest.mark.parametrize("model,encoding", [
     pytest.param(m, e, marks=() if (m, e) in DEFAULT_RUNS else pytest.mark.slow)
     for m, e in [(m, "raw") for m in MODELS] + [("lstm", "embedding"), ("vanilla", "embedding")]])
-def test_reuters_two_epochs_from_flagfile(tmp_path, model, encoding):
-    proc = run_module("experiments.reuters", "--flagfile=experiments/flags/reuters.flags",
-                      f"--model={model}", f"--encoding={encoding}", "--epochs=2",
-                      f"--data_path={DATA}", f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Epoch 2/2" in proc.stdout and "majority baseline" in proc.stdout
+def test_reuters_two_epochs_from_flagfile(tmp_path, model, encoding, capsys):
+    returned = train_in_process(reuters, "--flagfile=experiments/flags/reuters.flags",
+                                f"--model={model}", f"--encoding={encoding}", "--epochs=2",
+                                f"--data_path={DATA}", workdir=tmp_path)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "majority baseline" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == returned["test_accuracy"]
     assert metrics["model"] == model and metrics["encoding"] == encoding
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert len(lines) == 2
@@ -69,14 +75,13 @@ def test_reuters_two_epochs_from_flagfile(tmp_path, model, encoding):
 
 
 @needs_data
-def test_reuters_learning_rate_sweep(tmp_path):
+def test_reuters_learning_rate_sweep(tmp_path, capsys):
     """2 learning rates x 2 seeds, 1 epoch: each member's test accuracy recomputed
     from its slot of the checkpoint, and the per-value mean and std from those."""
-    proc = run_module("experiments.reuters", "--flagfile=experiments/flags/reuters.flags",
-                      "--model=vanilla", "--epochs=1", "--num_seeds=2",
-                      "--learning_rate=0.001,0.01", f"--data_path={DATA}",
-                      f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(reuters, "--flagfile=experiments/flags/reuters.flags", "--model=vanilla",
+                     "--epochs=1", "--num_seeds=2", "--learning_rate=0.001,0.01",
+                     f"--data_path={DATA}", workdir=tmp_path)
+    stdout = capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [(m["seed"], m["learning_rate"]) for m in metrics["members"]] == [
         (0, 0.001), (1, 0.001), (0, 0.01), (1, 0.01)]
@@ -96,7 +101,7 @@ def test_reuters_learning_rate_sweep(tmp_path):
         assert row["test_accuracy_mean"] == pytest.approx(a.mean(), abs=1e-6)
         assert row["test_accuracy_std"] == pytest.approx(a.std(ddof=1), abs=1e-6)
         assert (f"  learning rate {row['learning_rate']:g}: test accuracy "
-                f"{row['test_accuracy_mean']:.4f} +- {row['test_accuracy_std']:.4f}") in proc.stdout
+                f"{row['test_accuracy_mean']:.4f} +- {row['test_accuracy_std']:.4f}") in stdout
 
 
 @pytest.mark.parametrize("bad", ["--model=transformer", "--encoding=bytes", "--test_split=1.0",

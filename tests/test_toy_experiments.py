@@ -1,6 +1,9 @@
 """End-to-end runs of the toy training experiments (notebooks 000 and 002)
-from their flagfiles, 2 epochs each, checking every output in the workdir
-against numpy recomputations from the saved checkpoint."""
+from their flagfiles, 1 or 2 epochs each, checking every output in the
+workdir against numpy recomputations from the saved checkpoint. The runs are
+in-process (`train_and_evaluate(config, workdir)`, the config parsed from the
+command's flags); the command line itself (bad flags, what a plain run
+imports and prints) is run as a subprocess."""
 
 import json
 import re
@@ -12,8 +15,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import ROOT, assert_flag_error
+from conftest import ROOT, assert_flag_error, train_in_process
+from experiments import contains4, sum3
 
+pytestmark = pytest.mark.usefixtures("compilation_cache_of_the_commands")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,6 +33,11 @@ def linear_rnn_by_hand(e_NxT, U):
     for t in range(e_NxT.shape[1]):
         h = e_NxT[:, t] + h * U
     return h
+
+
+def as_json(metrics: dict) -> dict:
+    """`metrics` as metrics.json reads back (numpy values as numbers and lists)."""
+    return json.loads(json.dumps(metrics, default=lambda a: np.asarray(a).tolist()))
 
 
 def check_outputs(workdir, epochs, num_seeds=1):
@@ -51,16 +61,18 @@ def check_outputs(workdir, epochs, num_seeds=1):
 
 
 @pytest.mark.parametrize("kind", ["scalar", "onehot", "embedding"])
-def test_sum3_from_flagfile(tmp_path, kind):
+def test_sum3_from_flagfile(tmp_path, kind, capsys):
     from experiments.sum3 import make_model_fn
     from rnn_jax import checkpoints
 
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      f"--input={kind}", "--num_seeds=1", "--epochs=2", f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "compiled in" in proc.stdout and "Epoch 2/2" in proc.stdout
-    assert "Epoch 3/" not in proc.stdout
+    returned = train_in_process(sum3, "--flagfile=experiments/flags/sum3.flags",
+                                f"--input={kind}", "--num_seeds=1", "--epochs=2",
+                                workdir=tmp_path)
+    out = capsys.readouterr().out
+    assert "compiled in" in out and "Epoch 2/2" in out
+    assert "Epoch 3/" not in out
     metrics = check_outputs(tmp_path, epochs=2)
+    assert as_json(returned) == metrics  # train_and_evaluate returns metrics.json's dict
     flags_txt = (tmp_path / "flags.txt").read_text()
     assert f"--input={kind}" in flags_txt and "--epochs=2" in flags_txt
     assert "readout_seed" not in metrics  # one seed: the notebook's report
@@ -104,17 +116,16 @@ def sum3_weights_by_seed(checkpoint_dir):
 
 
 @pytest.mark.parametrize("tol", ["0.1", "0"])
-def test_sum3_main_flagfile_many_seeds_distribution_then_first_readable(tmp_path, tol):
+def test_sum3_main_flagfile_many_seeds_distribution_then_first_readable(tmp_path, tol, capsys):
     """The README's main command trains 64 seeds: the report gives how many
     reach W = U = 1, b = 0 and the other solutions first, then the read-outs of
     the first seed that reached it (recomputed here from the checkpoint), or of
     seed index 0 when none did (`--readable_tol=0`: none can)."""
     from rnn_jax.datasets.digits import sum_of_digits
 
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=1", "--num_samples=4000", f"--readable_tol={tol}",
-                      f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(sum3, "--flagfile=experiments/flags/sum3.flags", "--epochs=1",
+                     "--num_samples=4000", f"--readable_tol={tol}", workdir=tmp_path)
+    stdout = capsys.readouterr().out
     metrics = check_outputs(tmp_path, epochs=1, num_seeds=64)
     assert (tmp_path / "seeds.png").read_bytes()[:8] == PNG
 
@@ -156,24 +167,28 @@ def test_sum3_main_flagfile_many_seeds_distribution_then_first_readable(tmp_path
     assert report[start + 7].startswith(f"  W = {W[shown]:.4f}  U = {U[shown]:.4f}  "
                                         f"b = {b[shown]:.4g} ")
     assert report[start + 8].endswith(": yes" if tol == "0.1" else ": no")
-    assert proc.stdout.index(report[0]) < proc.stdout.index(header)
+    assert stdout.index(report[0]) < stdout.index(header)
 
 
-def test_sum3_many_seeds(tmp_path):
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--num_seeds=3", "--seed=4", f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_sum3_many_seeds(tmp_path, capsys):
+    args = ["--flagfile=experiments/flags/sum3.flags", "--epochs=2", "--num_seeds=3", "--seed=4"]
+    train_in_process(sum3, *args, workdir=tmp_path)
     metrics = check_outputs(tmp_path, epochs=2, num_seeds=3)
     assert (tmp_path / "seeds.png").is_file()
     assert len(metrics["W"]) == len(metrics["U"]) == len(metrics["readable"]) == 3
     assert metrics["readable_fraction"] == pytest.approx(np.mean(metrics["readable"]))
-    assert "3 seeds:" in proc.stdout
+    assert "3 seeds:" in capsys.readouterr().out
+    # The same again: the finished run is left as it is, its metrics returned.
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert as_json(train_in_process(sum3, *args, workdir=tmp_path)) == metrics
+    assert capsys.readouterr().out == (f"sum3 (scalar): --workdir={tmp_path} holds this run, "
+                                       "already complete; its outputs are left as they are "
+                                       "(--overwrite trains it again)\n")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     # Each seed of the batch is the model a separate run with that seed trains.
     single = tmp_path / "single"
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--seed=5", "--num_seeds=1", f"--workdir={single}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    one = json.loads((single / "metrics.json").read_text())
+    one = train_in_process(sum3, "--flagfile=experiments/flags/sum3.flags", "--epochs=2",
+                           "--seed=5", "--num_seeds=1", workdir=single)
     assert one["W"] == pytest.approx(metrics["W"][1], rel=1e-4, abs=1e-5)
     assert one["U"] == pytest.approx(metrics["U"][1], rel=1e-4, abs=1e-5)
     assert one["val_loss"] == pytest.approx(metrics["val_loss"][1], rel=1e-3, abs=1e-6)
@@ -183,10 +198,8 @@ def test_sum3_learning_rate_sweep(tmp_path):
     """Two learning rates x 2 seeds in one command: members, the per-value table
     and plot, each recomputed from the per-member lists; a member equals the
     one-value run of its seed and learning rate."""
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--num_seeds=2", "--seed=4", "--learning_rate=0.001,0.01",
-                      f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(sum3, "--flagfile=experiments/flags/sum3.flags", "--epochs=2",
+                     "--num_seeds=2", "--seed=4", "--learning_rate=0.001,0.01", workdir=tmp_path)
     metrics = check_outputs(tmp_path, epochs=2, num_seeds=4)
     assert metrics["num_seeds"] == 2 and metrics["num_members"] == 4
     assert metrics["members"] == [{"seed": 4, "learning_rate": 0.001},
@@ -212,10 +225,8 @@ def test_sum3_learning_rate_sweep(tmp_path):
     assert "--learning_rate=0.001,0.01" in (tmp_path / "flags.txt").read_text().splitlines()
     # Member 3 (seed 5, learning rate 0.01) is the one-value run of seed 5 with 0.01.
     single = tmp_path / "single"
-    proc = run_module("experiments.sum3", "--flagfile=experiments/flags/sum3.flags",
-                      "--epochs=2", "--seed=5", "--num_seeds=1", "--learning_rate=0.01",
-                      f"--workdir={single}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(sum3, "--flagfile=experiments/flags/sum3.flags", "--epochs=2", "--seed=5",
+                     "--num_seeds=1", "--learning_rate=0.01", workdir=single)
     one = json.loads((single / "metrics.json").read_text())
     assert "members" not in one and "per_learning_rate" not in one
     assert json.loads((single / "run.json").read_text())["flags"]["learning_rate"] == 0.01
@@ -293,13 +304,13 @@ def test_toy_runs_compile_cheaply_for_one_seed_only():
     # docstring's figures), so only a one-seed run on CPU asks for it.
     import jax
 
-    from experiments.common import _fast_compile_options
+    from experiments.common import fast_compile_options
 
     assert jax.default_backend() == "cpu"
-    assert _fast_compile_options(1) == {"xla_backend_optimization_level": 0,
-                                        "xla_llvm_disable_expensive_passes": True}
+    assert fast_compile_options(1) == {"xla_backend_optimization_level": 0,
+                                       "xla_llvm_disable_expensive_passes": True}
     for num_seeds in (2, 64, 512):
-        assert _fast_compile_options(num_seeds) is None
+        assert fast_compile_options(num_seeds) is None
 
 
 @pytest.mark.parametrize("flagfile", ["contains4", "contains4_sigmoid"])
@@ -307,9 +318,8 @@ def test_contains4_from_flagfile(tmp_path, flagfile):
     from experiments.contains4 import make_model_fn
     from rnn_jax import checkpoints
 
-    proc = run_module("experiments.contains4", f"--flagfile=experiments/flags/{flagfile}.flags",
-                      "--epochs=2", f"--workdir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(contains4, f"--flagfile=experiments/flags/{flagfile}.flags", "--epochs=2",
+                     workdir=tmp_path)
     metrics = check_outputs(tmp_path, epochs=2)
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
     sigmoid = flagfile.endswith("sigmoid")
