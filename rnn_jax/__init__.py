@@ -20,8 +20,8 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 (`jax.jacfwd`, `jax.hessian`) through LSTM and SimpleRNN layers on CPU.
 """
 
-from rnn_jax import (activations, callbacks, cudnn, datasets, initializers, losses, metrics,
-                     optimizers, plots, readout, scan, sweeps, utils)
+from rnn_jax import (activations, callbacks, cudnn, datasets, functional, initializers, layers,
+                     losses, metrics, models, optimizers, plots, readout, scan, sweeps, utils)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
                            SimpleRNNCell, StackedRNNCells)
@@ -29,23 +29,24 @@ from rnn_jax.core import (Activation, Add, Concatenate, Dense, Dropout, Embeddin
                           GlobalAveragePooling1D, GlobalMaxPooling1D, Masking, RepeatVector,
                           TimeDistributed)
 from rnn_jax.keras_interop import from_keras, to_keras
-from rnn_jax.models import Sequential
+from rnn_jax.functional import Input
+from rnn_jax.models import Model, Sequential
 from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
 from rnn_jax.scan import jax_lstm_gradients, scan_cell
 from rnn_jax.training import (FitResult, NonFiniteLossError, TrainState, evaluate, fit,
                               use_cpu_cores, use_processes)
 
 __all__ = [
-    "Add", "Concatenate", "Dropout", "Flatten", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
-    "RepeatVector", "TimeDistributed",
-    "Activation", "Bidirectional", "Dense", "DropoutMasks", "Embedding", "GatedCell", "GRU",
-    "GRUCell", "RNNCellBase",
-    "LSTM", "LSTMCell", "LSTMState", "Layer", "Masking", "RNN", "RNNState", "Sequential",
-    "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "activations", "check_inputs", "cudnn",
-    "from_keras", "initializers", "jax_lstm_gradients", "scan_cell", "to_keras",
-    "FitResult", "NonFiniteLossError", "TrainState", "callbacks", "datasets", "evaluate", "fit",
-    "losses", "metrics", "optimizers", "plots", "readout", "scan", "sweeps", "use_cpu_cores",
-    "use_processes", "utils",
+    "Activation", "Add", "Bidirectional", "Concatenate", "Dense", "Dropout", "DropoutMasks",
+    "Embedding", "FitResult", "Flatten", "GRU", "GRUCell", "GatedCell",
+    "GlobalAveragePooling1D", "GlobalMaxPooling1D", "Input", "LSTM", "LSTMCell", "LSTMState",
+    "Layer", "Masking", "Model", "NonFiniteLossError", "RNN", "RNNCellBase", "RNNState",
+    "RepeatVector", "Sequential", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells",
+    "TimeDistributed", "TrainState", "activations", "callbacks", "check_inputs", "cudnn",
+    "datasets", "evaluate", "fit", "from_keras", "functional", "initializers",
+    "jax_lstm_gradients", "layers", "losses", "metrics", "models", "optimizers", "plots",
+    "readout", "scan", "scan_cell", "sweeps", "to_keras", "use_cpu_cores", "use_processes",
+    "utils",
 ]
 
 __version__ = "0.1.0"

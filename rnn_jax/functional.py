@@ -381,14 +381,14 @@ def _freeze(tree):
     return tree
 
 
-def _thaw(tree, values):
+def thaw(tree, values):
     """`_freeze`'s data back as lists and dicts, `Ref`s replaced by `values`."""
     if isinstance(tree, Ref):
         return values[tree.i]
     if isinstance(tree, tuple) and len(tree) == 2 and tree[0] == "__dict__":
-        return {k: _thaw(v, values) for k, v in tree[1]}
+        return {k: thaw(v, values) for k, v in tree[1]}
     if isinstance(tree, tuple) and len(tree) == 2 and tree[0] in ("list", "tuple"):
-        items = [_thaw(v, values) for v in tree[1]]
+        items = [thaw(v, values) for v in tree[1]]
         return items if tree[0] == "list" else tuple(items)
     return tree
 
@@ -464,8 +464,8 @@ def run_graph(layers, graph: Graph, inputs, *, mask=None, training: bool = False
         masks[i] = m
     for k, node in enumerate(graph.nodes):
         layer = layers[node.layer]
-        args = _thaw(node.args, values)
-        kwargs = dict(_thaw(node.kwargs, values))
+        args = thaw(node.args, values)
+        kwargs = dict(thaw(node.kwargs, values))
         call = type(layer).__call__
         first = node.args[1][0] if node.args and node.args[1] else None
         if "mask" not in kwargs and accepts(call, "mask"):

@@ -1,9 +1,11 @@
 """Moving trained weights between Keras 3 and `rnn_jax`, both ways.
 
 `from_keras(obj)` takes a built Keras layer, cell, `Sequential` or
-functional `Model` that is a chain of supported layers and returns the
+functional `Model` (any graph of supported layers: several inputs and
+outputs, layers returning states, merges, shared layers) and returns the
 `rnn_jax` module with the same configuration and weights; `to_keras(module)`
-does the inverse. Weight arrays are copied as they are: both sides use
+does the inverse. A functional model is converted by replaying its layer
+calls, tensor by tensor, on the other side's `Input`s. Weight arrays are copied as they are: both sides use
 Keras' layout (`kernel`, `recurrent_kernel`, `bias`; LSTM gates `i, f, c, o`,
 GRU `z, r, h`). Keras is imported only when these functions are called.
 """
@@ -22,14 +24,15 @@ from rnn_jax.cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, Stacked
 from rnn_jax.core import (Activation, Add, Concatenate, Dense, Dropout, Embedding, Flatten,
                           GlobalAveragePooling1D, GlobalMaxPooling1D, Masking, RepeatVector,
                           TimeDistributed)
-from rnn_jax.models import Sequential
+from rnn_jax import functional
+from rnn_jax.models import Model, Sequential
 from rnn_jax.recurrent import GRU, LSTM, RNN, Bidirectional, RNNState, SimpleRNN
 
 SUPPORTED = (
     "SimpleRNN, GRU, LSTM, RNN (with SimpleRNNCell, GRUCell, LSTMCell, StackedRNNCells or a "
     "list of cells), Bidirectional, Embedding, Dense, Activation, Masking, Dropout, Flatten, "
     "RepeatVector, TimeDistributed, Concatenate, Add, GlobalAveragePooling1D, "
-    "GlobalMaxPooling1D, InputLayer, and Sequential or functional models that chain these"
+    "GlobalMaxPooling1D, InputLayer, and Sequential or functional models made of these"
 )
 
 
@@ -194,34 +197,67 @@ def _layer_from_keras(kl):
     raise _unsupported(kl)
 
 
-def _chain_layers(model):
-    """The layers of a functional model, first to last, if it is a chain."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise _unsupported(model, "only single-input, single-output chains")
+def _graph_from_keras(model):
+    """A functional Keras model as an rnn_jax `Model`: its layers converted once
+    each (a shared layer stays shared), their calls replayed on rnn_jax
+    `Input`s in the order Keras made them."""
     keras = _keras()
-    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    prev = model.inputs[0]
-    for layer in layers:
-        nodes = getattr(layer, "_inbound_nodes", [])
-        # Keras records the mask it hands on (prev._keras_mask) as a second input
-        # tensor of the node; that is the chain's own mask, which Sequential passes too.
-        tensors = list(nodes[0].input_tensors) if len(nodes) == 1 else []
-        own_mask = getattr(prev, "_keras_mask", None)
-        if not tensors or tensors[0] is not prev \
-                or any(t is not own_mask for t in tensors[1:]):
-            raise _unsupported(model, f"layer {layer.name!r} is not fed by the layer before it")
-        prev = layer.output
-    if prev is not model.outputs[0]:
-        raise _unsupported(model, "the last layer is not the model's output")
-    return layers
+    ours: dict[int, Any] = {}  # id(Keras tensor) -> rnn_jax KerasTensor
+    converted: dict[int, Any] = {}  # id(Keras layer) -> rnn_jax layer
+    inputs = []
+    for kt in model.inputs:
+        t = functional.Input(batch_shape=tuple(kt.shape), dtype=str(kt.dtype),
+                             name=kt._keras_history[0].name)
+        ours[id(kt)] = t
+        inputs.append(t)
+    done: set[int] = set()
+
+    def tensor(kt):
+        if id(kt) not in ours:
+            make(kt._keras_history[0]._inbound_nodes[kt._keras_history[1]])
+        return ours[id(kt)]
+
+    def make(node):
+        if id(node) in done:
+            return
+        layer = node.operation
+        if not isinstance(layer, keras.layers.Layer):
+            raise UnsupportedKerasObject(
+                f"cannot convert the operation {layer.name!r} ({type(layer).__name__}, e.g. `+` "
+                f"on tensors) of Keras {type(model).__name__} {model.name!r}: write it as a layer "
+                "(keras.layers.Add, Concatenate, ...)")
+        if isinstance(layer, keras.layers.InputLayer):
+            raise _unsupported(model, f"{layer.name!r} is an Input not among the model's inputs")
+        if id(layer) not in converted:
+            converted[id(layer)] = _layer_from_keras(layer)
+        args, kwargs = node.arguments.args, dict(node.arguments.kwargs)
+        first = args[0] if args else None
+        own = getattr(first, "_keras_mask", None)
+        if "mask" in kwargs and (kwargs["mask"] is None or kwargs["mask"] is own):
+            del kwargs["mask"]  # the input's own mask: the rnn_jax graph passes it on itself
+        for k in ("training",):
+            kwargs.pop(k, None)
+        mapped = keras.tree.map_structure(
+            lambda a: tensor(a) if isinstance(a, keras.KerasTensor) else a, (args, kwargs))
+        out = converted[id(layer)](*mapped[0], **mapped[1])
+        for kt, t in zip(node.outputs, jax.tree.leaves(out)):
+            ours[id(kt)] = t
+        done.add(id(node))
+
+    outputs = [tensor(kt) for kt in model.outputs]
+    single_in = len(inputs) == 1 and not isinstance(model._inputs_struct, (list, tuple, dict))
+    single_out = len(outputs) == 1 and not isinstance(model._outputs_struct, (list, tuple))
+    return Model(inputs[0] if single_in else inputs, outputs[0] if single_out else outputs,
+                 name=model.name)
 
 
 def from_keras(obj) -> Layer:
     """Returns the `rnn_jax` module equivalent to a built Keras object.
 
     Args:
-      obj: a Keras 3 layer or cell listed in `SUPPORTED`, a `keras.Sequential`,
-        or a functional `keras.Model` whose layers form a single chain.
+      obj: a Keras 3 layer or cell listed in `SUPPORTED`, a `keras.Sequential`
+        (returned as `Sequential`), or a functional `keras.Model` of such
+        layers (returned as `rnn_jax.models.Model`).
 
     Returns:
       The module, holding copies of the Keras weights; calling it as the
@@ -239,7 +275,7 @@ def from_keras(obj) -> Layer:
             raise _unsupported(obj, "subclassed models")
         if not hasattr(obj, "inputs") or obj.inputs is None:
             raise _unsupported(obj, "subclassed models")
-        return Sequential([_layer_from_keras(l) for l in _chain_layers(obj)], name=obj.name)
+        return _graph_from_keras(obj)
     if isinstance(obj, keras.layers.Layer):
         return _layer_from_keras(obj)
     raise UnsupportedKerasObject(f"from_keras expects a Keras layer or model, got {type(obj).__name__}")
@@ -372,10 +408,46 @@ def _copy_states(keras_layer, layer):
                 kv.assign(np.asarray(v))
 
 
+def _graph_to_keras(model: Model):
+    """An rnn_jax `Model` as a functional `keras.Model`: its recorded calls
+    replayed on `keras.Input`s with Keras layers (one per rnn_jax layer), then
+    the weights copied."""
+    keras = _keras()
+    graph = model.graph
+    values = {}
+    kinputs = []
+    for i in graph.inputs:
+        layer = model.layers[i]
+        dtype = layer.input_dtype.name
+        kt = keras.Input(batch_shape=layer.batch_shape, dtype=dtype, name=layer.name)
+        values[i] = kt
+        kinputs.append(kt)
+    klayers = {}
+    for node in graph.nodes:
+        layer = model.layers[node.layer]
+        if node.layer not in klayers:
+            klayers[node.layer] = (_keras_cell(layer) if isinstance(layer, RNNCellBase)
+                                   else _keras_layer(layer))
+        args = functional.thaw(node.args, values)
+        kwargs = dict(functional.thaw(node.kwargs, values))
+        out = klayers[node.layer](*args, **kwargs)
+        for ref, kt in zip(node.outputs, keras.tree.flatten(out)):
+            values[ref] = kt
+    for index, klayer in klayers.items():
+        _weights_to_keras(klayer, model.layers[index])
+        _copy_states(klayer, model.layers[index])
+    kouts = [values[i] for i in graph.outputs]
+    named = graph.inputs_given_as == "dict"
+    return keras.Model(dict(zip(graph.input_names, kinputs)) if named else
+                       kinputs if graph.inputs_given_as == "list" else kinputs[0],
+                       kouts if graph.outputs_list else kouts[0], name=model.name)
+
+
 def to_keras(module: Layer, input_shape=None):
     """Returns a built Keras 3 object with `module`'s configuration and weights.
 
-    `Sequential` becomes a `keras.Sequential` starting with a `keras.Input`;
+    `Sequential` becomes a `keras.Sequential` starting with a `keras.Input`, a
+    functional `Model` a functional `keras.Model`;
     a single layer becomes the Keras layer, built for the module's input size
     (a layer without weights, e.g. `Dropout` or `Concatenate`, is returned
     unbuilt: Keras builds it on its first call). The module must be built
@@ -391,6 +463,8 @@ def to_keras(module: Layer, input_shape=None):
     keras = _keras()
     if not module.built:
         raise ValueError("to_keras: the module has no weights yet; call it once or build it")
+    if isinstance(module, Model):
+        return _graph_to_keras(module)
     if not isinstance(module, Sequential) and type(module).__name__ in WEIGHTLESS:
         return _keras_layer(module)
     shape, dtype = _input_spec(module, input_shape)

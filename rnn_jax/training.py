@@ -428,11 +428,10 @@ def _means(sums: dict, prefix: str = "") -> dict:
 
 
 def _metric_fns(metrics, y_shape, y_pred_shape) -> dict:
-    """History name -> per-sample metric function (`'acc'` is named `'accuracy'`)."""
+    """History name -> per-sample metric function; a metric asked for as `'acc'`
+    is logged as `'acc'` (`val_acc`), as Keras 3 logs it."""
     def name(m):
-        if not isinstance(m, str):
-            return m.__name__
-        return "accuracy" if m == "acc" else m
+        return m if isinstance(m, str) else m.__name__
     return {name(m): metrics_lib.get(m, y_shape, y_pred_shape) for m in metrics}
 
 
