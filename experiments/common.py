@@ -1,6 +1,6 @@
 """What the experiments share: their common flags, the config built from the
-parsed flags, and one training run with its outputs in a workdir (see
-`rnn_jax.workdir` for the layout).
+parsed flags, and one training run with its outputs in a workdir
+(`rnn_jax.workdir` lays the workdir out, writes and reads it).
 
 Every experiment module `experiments.NAME` has the same shape (Flax's
 examples'): `define_flags(flag_values)` defines its flags, the one home of
@@ -51,7 +51,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -331,62 +330,11 @@ OPERATIONAL_FLAGS = frozenset({
     "coordinator_address", "num_processes", "process_id", "distributed",
     "heartbeat_timeout"})
 
-# What a run's workdir holds (removed by --overwrite).
-RUN_FILES = ("run.json", "flags.txt", "metrics.json", "timing.json", "history.jsonl",
-             "report.txt", "checkpoints", "checkpoint")
-
-
 def run_flags(config: Config) -> dict:
     """The flags that define a run's results, as `run.json` holds them: name ->
     value as JSON reads it back (`OPERATIONAL_FLAGS` left out)."""
     out = {k: v for k, v in config.flags.items() if k not in OPERATIONAL_FLAGS}
     return json.loads(json.dumps(dict(sorted(out.items())), default=str))
-
-
-def claim_workdir(workdir: str, flags_now: dict, overwrite: bool) -> bool:
-    """Make `workdir` the run's whose `run_flags` are `flags_now`: True when it
-    already holds this run (same flags: resume, or nothing to do when it is
-    finished), False when it is new or was overwritten. `overwrite` removes
-    whatever run it holds (the same flags too: the run starts over). Without
-    it, a workdir holding another run (other flags, or outputs without a
-    readable run.json) is refused with a ValueError naming why; so is one
-    that cannot be created or written in (naming the directory at fault and
-    the OS reason; nothing is left behind)."""
-    now = flags_now
-    record = os.path.join(workdir, "run.json")
-    problem = None
-    if os.path.exists(record):
-        try:
-            with open(record) as f:
-                theirs = json.load(f)["flags"]
-        except (ValueError, KeyError, TypeError):
-            problem = "holds run outputs but an unreadable run.json"
-        else:
-            if theirs == now and not overwrite:
-                return True
-            diff = [f"--{k}={theirs.get(k, '(unset)')} there, {now.get(k, '(unset)')} here"
-                    for k in sorted(set(now) | set(theirs))
-                    if theirs.get(k, "(unset)") != now.get(k, "(unset)")]
-            problem = (f"holds a run with other flags ({'; '.join(diff[:4])}"
-                       f"{'; ...' if len(diff) > 4 else ''})")
-    elif any(os.path.exists(os.path.join(workdir, n)) for n in RUN_FILES):
-        problem = "holds run outputs but no run.json (a run of an older version, or not a run)"
-    if problem is not None or overwrite:
-        if not overwrite:
-            raise ValueError(f"--workdir={workdir} {problem}: pass --overwrite to replace it, "
-                             "or choose another --workdir")
-        for n in RUN_FILES:
-            p = os.path.join(workdir, n)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.unlink(p)
-    try:
-        workdir_lib.create(workdir)
-    except OSError as e:
-        raise ValueError(f"cannot use --workdir={workdir}: {e.filename}: {e.strerror}") from None
-    workdir_lib.write_json(record, {"flags": now})
-    return False
 
 
 GO, REFUSED, COMPLETE = 0, 1, 2  # what Run does with a workdir (process 0 tells the others)
@@ -396,7 +344,7 @@ class Run:
     """One training run of an experiment, configured by `config`, writing into
     `workdir` (if given).
 
-    Creating it claims the workdir (`claim_workdir`; a refusal raises
+    Creating it claims the workdir (`rnn_jax.workdir.claim`; a refusal raises
     `RunError`). When the workdir holds this run finished, it says so in one
     line and `complete` is True: the experiment returns `saved_metrics()`
     instead of training.
@@ -408,13 +356,13 @@ class Run:
         # With several processes, process 0 writes the outputs; every process
         # writes its shards of the checkpoints.
         self.workdir = workdir if jax.process_index() == 0 else None
-        self.checkpoint_dir = os.path.join(workdir, "checkpoints") if workdir else None
+        self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir) if workdir else None
         self.t_start = time.perf_counter()
         status, refusal = GO, None
         if self.workdir:
             try:
-                if (claim_workdir(self.workdir, run_flags(config), config.overwrite)
-                        and os.path.exists(self.path("metrics.json"))):
+                if (workdir_lib.claim(self.workdir, run_flags(config), config.overwrite)
+                        and workdir_lib.is_finished(self.workdir)):
                     status = COMPLETE
             except ValueError as e:  # an expected refusal: one line, no traceback
                 status, refusal = REFUSED, f"{name}: {e}"
@@ -425,14 +373,13 @@ class Run:
                 refusal = f"{name}: process 0 refused --workdir={workdir}"
         if status == REFUSED:
             raise RunError(refusal)
-        self.complete = status == COMPLETE  # metrics.json is written last: the run is finished
-        self.metrics_path = os.path.join(workdir, "metrics.json") if workdir else None
+        self.complete = status == COMPLETE
+        self.given_workdir = workdir  # every process's (self.workdir: process 0's only)
         if self.complete:
             print(f"{name}: --workdir={workdir} holds this run, already complete; its "
                   "outputs are left as they are (--overwrite trains it again)", flush=True)
         elif self.workdir:
-            workdir_lib.write_text(self.path("flags.txt"),
-                                   config.flags_text + f"--workdir={workdir}\n")
+            workdir_lib.write_flags(self.workdir, config.flags_text + f"--workdir={workdir}\n")
             # Import what the outputs need while XLA compiles (which releases the GIL).
             self._preload = threading.Thread(target=_preload_output_modules, daemon=True)
             self._preload.start()
@@ -442,14 +389,12 @@ class Run:
 
     def saved_metrics(self) -> dict:
         """The finished run's metrics.json."""
-        with open(self.metrics_path) as f:
-            return json.load(f)
+        return workdir_lib.read_metrics(self.given_workdir)
 
     def fit(self, make_model: Callable, x, y, *, loss: str, metrics=(), hp: dict,
             fast_compile: bool = True, validation_data=None) -> rnn_jax.FitResult:
-        """`rnn_jax.fit` with the run's config; history.jsonl is rewritten every epoch
-        (a resumed run keeps the lines of the epochs before; they were written
-        before the checkpoint it resumes from)."""
+        """`rnn_jax.fit` with the run's config; history.jsonl is rewritten every
+        epoch (`rnn_jax.workdir.History`)."""
         num_seeds, seed = self.config.num_seeds, self.config.seed
         swept = learning_rates(hp)
         num_members = num_seeds * (len(swept) if swept else 1)
@@ -458,14 +403,10 @@ class Run:
               f"{hp['epochs']} epochs, validation_split {hp['validation_split']}; "
               f"{num_seeds} seed{'s' if num_seeds > 1 else ''} from {seed}"
               + (f" per learning rate ({num_members} members)" if swept else ""))
-        lines: list[str] = []
+        history = workdir_lib.History(self.workdir, num_members) if self.workdir else None
 
         def write_history(epoch, logs, state):
-            if not lines and epoch > 1 and os.path.exists(self.path("history.jsonl")):
-                with open(self.path("history.jsonl")) as f:  # resumed: the epochs before
-                    lines.extend(f.readlines()[:epoch - 1])
-            lines.append(workdir_lib.history_line(epoch, logs, num_members))
-            workdir_lib.write_text(self.path("history.jsonl"), "".join(lines))
+            history.append(epoch, logs)
 
         try:
             result = rnn_jax.fit(
@@ -518,16 +459,15 @@ class Run:
         self._preload.join()
         from rnn_jax import plots as plots_lib
 
-        workdir_lib.write_text(self.path("report.txt"), report + "\n")
+        workdir_lib.write_report(self.workdir, report)
         written = [plots_lib.plot_history(
             r.history, self.path("loss.png"), title=f"{self.name}: loss per epoch")]
         if plots is not None:
             written += plots()
-        workdir_lib.write_json(self.path("timing.json"), {
+        workdir_lib.write_results(self.workdir, metrics, timing={
             "compile_seconds": r.compile_seconds, "train_seconds": r.train_seconds,
             "epochs_run": len(r.epoch_seconds), "resumed_from_epoch": r.initial_epoch,
             "wall_seconds": time.perf_counter() - self.t_start})
-        workdir_lib.write_json(self.path("metrics.json"), metrics)
         print(f"wrote {self.workdir}: metrics.json, timing.json, history.jsonl, checkpoints/, "
               "report.txt, " + ", ".join(os.path.basename(p) for p in written))
         return metrics

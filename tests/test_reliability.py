@@ -504,6 +504,7 @@ def test_experiment_many_seeds_names_diverged_seeds(tmp_path):
 
 def test_claim_workdir_old_or_foreign_outputs(tmp_path):
     from experiments import common, sum3
+    from rnn_jax import workdir
 
     config = common.parse_config(sum3.define_flags, [f"--flagfile={ROOT}/experiments/flags/"
                                                      "sum3.flags", *SUM3[1:]])
@@ -511,14 +512,17 @@ def test_claim_workdir_old_or_foreign_outputs(tmp_path):
     assert flags["num_samples"] == 2000 and flags["epochs"] == 6 and "workdir" not in flags
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="holds run outputs but no run.json"):
-        common.claim_workdir(str(tmp_path), flags, overwrite=False)
+        workdir.claim(str(tmp_path), flags, overwrite=False)
     (tmp_path / "run.json").write_text('{"flags": ')
     with pytest.raises(ValueError, match="holds run outputs but an unreadable run.json"):
-        common.claim_workdir(str(tmp_path), flags, overwrite=False)
-    assert common.claim_workdir(str(tmp_path), flags, overwrite=True) is False  # replaced
+        workdir.claim(str(tmp_path), flags, overwrite=False)
+    assert workdir.claim(str(tmp_path), flags, overwrite=True) is False  # replaced
     assert not (tmp_path / "metrics.json").exists()
-    assert common.claim_workdir(str(tmp_path), flags, overwrite=False) is True  # same: resume
+    assert workdir.claim(str(tmp_path), flags, overwrite=False) is True  # same: resume
     assert json.loads((tmp_path / "run.json").read_text())["flags"] == flags
+    with pytest.raises(ValueError, match=r"holds a run with other flags \(--epochs=6 there, 7 "
+                                         r"here\): pass --overwrite"):
+        workdir.claim(str(tmp_path), {**flags, "epochs": 7}, overwrite=False)
 
 
 # -- experiments: damaged or foreign checkpoints, a workdir that cannot be made ---------------

@@ -93,3 +93,34 @@ def test_fsync_comes_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", logged_replace)
     workdir.write_text(tmp_path / "flags.txt", "all of it\n")
     assert calls == ["fsync", ("replace", "flags.txt")]
+
+
+def test_history_keeps_the_epochs_before_a_resume_and_metrics_json_comes_last(tmp_path,
+                                                                              monkeypatch):
+    """history.jsonl: one line per epoch, a resumed run keeping the lines of the
+    epochs before the one it starts from (and dropping any written after its
+    checkpoint); timing.json then metrics.json, whose existence marks a
+    finished run."""
+    import json
+
+    history = workdir.History(str(tmp_path), num_members=2)
+    for epoch in (1, 2, 3):
+        history.append(epoch, {"loss": np.array([epoch, 10.0 * epoch], np.float32)})
+    resumed = workdir.History(str(tmp_path), num_members=2)  # from epoch 2's checkpoint
+    resumed.append(3, {"loss": np.array([30.0, 300.0], np.float32)})
+    rows = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert rows == [{"epoch": 1, "loss": [1.0, 10.0]}, {"epoch": 2, "loss": [2.0, 20.0]},
+                    {"epoch": 3, "loss": [30.0, 300.0]}]
+
+    assert not workdir.is_finished(str(tmp_path))
+    order = []
+    replace = os.replace
+
+    def logged_replace(src, dst, *args, **kwargs):
+        order.append(os.path.basename(dst))
+        return replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    workdir.write_results(str(tmp_path), {"loss": np.float32(0.5)}, {"train_seconds": 1.0})
+    assert order == ["timing.json", "metrics.json"]
+    assert workdir.is_finished(str(tmp_path))
+    assert workdir.read_metrics(str(tmp_path)) == {"loss": 0.5}
