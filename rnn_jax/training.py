@@ -92,6 +92,44 @@ class NonFiniteLossError(FloatingPointError):
         self.last_checkpoint = last_checkpoint
 
 
+def as_inputs(x):
+    """A model's inputs as host arrays: one array, or, for a model with several
+    inputs (`rnn_jax.models.Model`), a list (or dict by input name) of arrays
+    with the same number of samples."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(v) for v in x]
+    return np.asarray(x)
+
+
+def num_samples(x, what: str = "x") -> int:
+    """The number of samples (first axis) of inputs `x` (see `as_inputs`);
+    ValueError when its arrays disagree."""
+    sizes = [np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(x)]
+    if not sizes or None in sizes:
+        raise ValueError(f"{what} must hold arrays with a sample axis, got {x!r:.80}")
+    if len(set(sizes)) > 1:
+        raise ValueError(f"the arrays of {what} have different numbers of samples: {sizes}")
+    return sizes[0]
+
+
+def rows(x, index):
+    """`a[index]` of every array of inputs `x` (a slice, or indices as `jnp.take`)."""
+    if isinstance(index, slice):
+        return jax.tree.map(lambda a: a[index], x)
+    return jax.tree.map(lambda a: jnp.take(a, index, axis=0), x)
+
+
+def per_sample(values):
+    """Losses or metrics `(B, ...)` as one value per sample `(B,)`: the mean over
+    the other axes (a sequence output's steps), so that the batch mean is Keras'
+    mean over every element."""
+    if values.ndim <= 1:
+        return values
+    return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+
+
 def train_validation_split(n: int, validation_split: float) -> int:
     """Keras' split point: samples `[:split_at]` train, `[split_at:]` validate."""
     if not 0.0 <= validation_split < 1.0:
@@ -292,13 +330,14 @@ class Engine:
         The steps, their order and their keys are the same for every `k`.
         """
         nb, bs = idx.shape
-        row = max(a.dtype.itemsize * math.prod(a.shape[1:]) for a in (x, y))
+        row = max(a.dtype.itemsize * math.prod(a.shape[1:]) for a in jax.tree.leaves((x, y)))
         k = chunk_steps(nb, bs * row, self.chunk_bytes)
+        n = num_samples(x)
 
         def chunk(carry, inp):
             idx_k, w_k, step_k = inp
-            idx_k = _resolve_order(idx_k, tail, x.shape[0])
-            xs = (jnp.take(x, idx_k, axis=0), jnp.take(y, idx_k, axis=0), w_k, step_k)
+            idx_k = _resolve_order(idx_k, tail, n)
+            xs = (rows(x, idx_k), jnp.take(y, idx_k, axis=0), w_k, step_k)
             return jax.lax.scan(body, carry, xs)
 
         def by_chunk(a):
@@ -331,7 +370,7 @@ class Engine:
         w = w.astype(per_sample_loss.dtype)
         sums = {"loss": jnp.sum(per_sample_loss * w)}
         for name, fn in self.metrics.items():
-            sums[name] = jnp.sum(fn(y, y_pred) * w)
+            sums[name] = jnp.sum(per_sample(fn(y, y_pred)) * w)
         sums["count"] = jnp.sum(w)
         return sums
 
@@ -344,7 +383,7 @@ class Engine:
         """
         def mean_loss(p):
             y_pred = self.apply(p, x_B, training=True, key=key)
-            per = self.loss(y_B, y_pred)
+            per = per_sample(self.loss(y_B, y_pred))
             wf = w_B.astype(per.dtype)
             return jnp.sum(per * wf) / jnp.sum(wf), (per, y_pred)
 
@@ -367,7 +406,7 @@ class Engine:
         as it is. (The check is one scalar per step and one select per epoch;
         freezing at the step itself cost 15-35% of sum3's training time.)
         """
-        n = x.shape[0]
+        n = num_samples(x)
         epoch_key = jax.random.fold_in(state.key, state.epoch)
         shuffle_key, dropout_key = jax.random.split(epoch_key)
         order, tail = _order_and_tail(shuffle_key, n) if self.shuffle else (jnp.arange(n), None)
@@ -396,13 +435,14 @@ class Engine:
 
     def evaluate_sums(self, params, x, y):
         """Loss and metric sums over `(x, y)` in batches (inference mode)."""
-        idx, w = epoch_batches(x.shape[0], self.validation_batch_size, jnp.arange(x.shape[0]))
+        n = num_samples(x)
+        idx, w = epoch_batches(n, self.validation_batch_size, jnp.arange(n))
 
         def body(_, inp):
             x_b, y_b, w_b, _step = inp
             x_b, y_b, w_b = self._shard(x_b), self._shard(y_b), self._shard(w_b)
             y_pred = self.apply(params, x_b)
-            return None, self._sums(y_b, y_pred, self.loss(y_b, y_pred), w_b)
+            return None, self._sums(y_b, y_pred, per_sample(self.loss(y_b, y_pred)), w_b)
 
         _, batch_sums = self._scan_batches(body, None, x, y, idx, w)
         return jax.tree.map(lambda s: jnp.sum(s, axis=0), batch_sums)
@@ -531,11 +571,11 @@ class FitResult:
         """Loss and metrics of every member's trained model on `(x, y)` (Keras'
         `evaluate`, in batches of the validation batch size): name -> `(num_members,)`
         numpy array."""
-        x, y = np.asarray(x), np.asarray(y)
-        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise ValueError(f"evaluate: x has {x.shape[0]} samples and y {y.shape[0]}")
+        x, y = as_inputs(x), np.asarray(y)
+        if num_samples(x) != y.shape[0] or y.shape[0] == 0:
+            raise ValueError(f"evaluate: x has {num_samples(x)} samples and y {y.shape[0]}")
         sums = jax.jit(seed_vmap(self.engine.evaluate_sums, in_axes=(0, None, None)))(
-            self.state.params, jnp.asarray(x), jnp.asarray(y))
+            self.state.params, jax.tree.map(jnp.asarray, x), jnp.asarray(y))
         return {k: np.asarray(v) for k, v in _means(_to_host(sums)).items()}
 
 
@@ -986,9 +1026,9 @@ class FitData(NamedTuple):
     """`fit`'s arrays after Keras' split: training `x`, `y`; validation `x_val`,
     `y_val` (None without validation)."""
 
-    x: np.ndarray
+    x: Any  # an array, or a list / dict of arrays for a model with several inputs
     y: np.ndarray
-    x_val: np.ndarray | None
+    x_val: Any
     y_val: np.ndarray | None
 
     def arrays(self) -> tuple:
@@ -1000,23 +1040,31 @@ def split_data(x, y, validation_split: float = 0.0, validation_data=None,
                check_inputs: bool = True) -> FitData:
     """Keras' `fit` data handling: check the arrays, then take the validation
     set from `validation_data` or the last `validation_split` of the samples."""
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = as_inputs(x), np.asarray(y)
+    if validation_data is not None:
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        validation_data = (as_inputs(validation_data[0]), np.asarray(validation_data[1]))
     if check_inputs:
-        check_finite_data(x=x, y=y, validation_data=validation_data)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        check_finite_data(x=x if isinstance(x, np.ndarray) else tuple(jax.tree.leaves(x)),
+                          y=y, validation_data=None if validation_data is None else
+                          tuple(jax.tree.leaves(validation_data)))
+    n = num_samples(x)
+    if n != y.shape[0]:
+        raise ValueError(f"x has {n} samples but y has {y.shape[0]}")
     if validation_data is not None:
         if validation_split:
             raise ValueError("give validation_split or validation_data, not both")
-        x_val, y_val = (np.asarray(a) for a in validation_data)
-        if x_val.shape[0] != y_val.shape[0]:
+        x_val, y_val = validation_data
+        if num_samples(x_val, "validation_data x") != y_val.shape[0]:
             raise ValueError("validation_data x and y have different numbers of samples")
         data = FitData(x, y, x_val, y_val)
     else:
-        split_at = train_validation_split(x.shape[0], validation_split)
-        data = (FitData(x[:split_at], y[:split_at], x[split_at:], y[split_at:])
+        split_at = train_validation_split(n, validation_split)
+        data = (FitData(rows(x, slice(None, split_at)), y[:split_at],
+                        rows(x, slice(split_at, None)), y[split_at:])
                 if validation_split else FitData(x, y, None, None))
-    if data.x.shape[0] == 0:
+    if num_samples(data.x) == 0:
         raise ValueError("no training samples")
     return data
 
@@ -1027,7 +1075,7 @@ def make_engine(model, data: FitData, *, loss, optimizer, metrics, batch_size: i
     """The `Engine` of a `fit` call (its model, loss, metrics and optimizer)."""
     graphdef, rest, init_params = _model_parts(model, num_seeds)
     y_pred_shape = jax.eval_shape(
-        lambda p: nnx.merge(graphdef, p, rest)(data.x[:1]),
+        lambda p: nnx.merge(graphdef, p, rest)(rows(data.x, slice(None, 1))),
         jax.eval_shape(init_params, jax.random.key(0))).shape
     return Engine(
         graphdef=graphdef, rest=rest, loss=losses_lib.get(loss, from_logits=from_logits),
@@ -1081,8 +1129,8 @@ def compile_programs(engine: Engine, layout: SeedLayout, data: FitData, seed: in
         seed_sh = jax.sharding.NamedSharding(mesh, P("seeds"))
         rep_sh = jax.sharding.NamedSharding(mesh, P())
     arrays = data.arrays()
-    on_devices = tuple(jnp.asarray(a) if rep_sh is None else jax.device_put(a, rep_sh)
-                       for a in arrays)
+    on_devices = tuple(jax.tree.map(jnp.asarray, a) if rep_sh is None
+                       else jax.device_put(a, rep_sh) for a in arrays)
     keys = layout.keys(seed, num_seeds)
     if member_values is None:
         init, inputs = engine.init, keys
@@ -1293,8 +1341,8 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
                 f"{'s' if len(grid) > 1 else ''} of {', '.join(grid.names)} x {num_seeds} seed"
                 f"{'s' if num_seeds > 1 else ''}")
         print_fn(f"compiled in {programs.compile_seconds:.2f} s ({what}, "
-                 f"{data.x.shape[0]} training samples, "
-                 f"{0 if data.x_val is None else data.x_val.shape[0]} validation"
+                 f"{num_samples(data.x)} training samples, "
+                 f"{0 if data.x_val is None else num_samples(data.x_val)} validation"
                  f"{layout.describe()})")
     if checkpoint_dir is None:
         saver = None
@@ -1305,8 +1353,8 @@ def fit(model, x, y, *, loss, optimizer="adam", metrics: Sequence[str] = (),
         state, history, stopped = _resume(saver, layout, programs, epochs, verbose, print_fn)
         loop = _EpochLoop(engine, layout, programs, history, epochs, verbose, print_fn,
                           callbacks, saver, checkpoint_every, num_seeds, members,
-                          stopped_epoch=stopped, steps=-(-data.x.shape[0] // min(
-                              batch_size, data.x.shape[0])))
+                          stopped_epoch=stopped, steps=-(-num_samples(data.x) // min(
+                              batch_size, num_samples(data.x))))
         loop.run(state)
     result = loop.result()
     if isinstance(model, nnx.Module):
@@ -1428,14 +1476,14 @@ def evaluate(model, x, y, *, loss, metrics: Sequence[str] = (), batch_size: int 
              from_logits: bool = False) -> dict:
     """Keras' `evaluate`: mean loss and metrics of a built model over `(x, y)`."""
     _check_positive_int("batch_size", batch_size)
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = as_inputs(x), np.asarray(y)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    y_pred_shape = jax.eval_shape(lambda: model(x[:1])).shape
+    y_pred_shape = jax.eval_shape(lambda: model(rows(x, slice(None, 1)))).shape
     engine = Engine(graphdef=graphdef, rest=rest,
                     loss=losses_lib.get(loss, from_logits=from_logits),
                     metrics=_metric_fns(metrics, y.shape, y_pred_shape),
                     optimizer=optax.identity(), batch_size=batch_size,
                     validation_batch_size=batch_size, shuffle=False,
                     init_params=lambda key: params, chunk_bytes=default_chunk_bytes())
-    sums = jax.jit(engine.evaluate_sums)(params, jnp.asarray(x), jnp.asarray(y))
+    sums = jax.jit(engine.evaluate_sums)(params, jax.tree.map(jnp.asarray, x), jnp.asarray(y))
     return {k: float(v) for k, v in _means(sums).items()}
