@@ -408,6 +408,13 @@ class Run:
         def write_history(epoch, logs, state):
             history.append(epoch, logs)
 
+        callbacks = []
+        if self.workdir:
+            hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                       for k, v in run_flags(self.config).items() if v is not None}
+            callbacks = [write_history, rnn_jax.callbacks.TensorBoard(
+                self.path(workdir_lib.TENSORBOARD), hparams=hparams)]
+
         try:
             result = rnn_jax.fit(
                 make_model, x, y, loss=loss, optimizer=hp["optimizer"],
@@ -415,7 +422,7 @@ class Run:
                 batch_size=hp["batch_size"], epochs=hp["epochs"],
                 validation_split=hp["validation_split"], validation_data=validation_data,
                 seed=seed, num_seeds=num_seeds,
-                callbacks=[write_history] if self.workdir else [],
+                callbacks=callbacks,
                 checkpoint_dir=self.checkpoint_dir,
                 checkpoint_every=self.config.checkpoint_every,
                 compiler_options=fast_compile_options(num_members) if fast_compile else None)

@@ -689,7 +689,7 @@ def _epoch_of(line: str, sep: str):
 
 class TensorBoard(Callback):
     """Keras' `TensorBoard`, per-epoch scalars, written with `tensorboardX`
-    (not TensorFlow): `pip install 'rnn_jax[tensorboard]'`.
+    (a dependency of rnn_jax; not TensorFlow).
 
     As Keras: `log_dir/train/` holds the training logs as `epoch_loss`,
     `epoch_accuracy`, ..., `log_dir/validation/` the `val_*` ones under the
@@ -719,7 +719,7 @@ class TensorBoard(Callback):
             import tensorboardX  # noqa: F401  (the writer; imported only here)
         except ImportError:
             raise ImportError("rnn_jax.callbacks.TensorBoard writes its files with tensorboardX: "
-                              "pip install 'rnn_jax[tensorboard]' (or pip install tensorboardX)"
+                              "it is a dependency of rnn_jax: pip install tensorboardX"
                               ) from None
         self.log_dir, self.histogram_freq = os.fspath(log_dir), histogram_freq
         self.write_graph, self.update_freq, self.hparams = write_graph, update_freq, hparams

@@ -23,6 +23,10 @@ Layout of `<workdir>/`:
 - `checkpoints/<epoch>/`: the training state every `--checkpoint_every`
   epochs and at the end (Orbax; see `rnn_jax.checkpoints.RunCheckpoints`);
   a damaged one found on resuming is moved aside to `<epoch>.damaged/`;
+- `tensorboard/`: TensorBoard event files of the per-epoch logs (a run per
+  seed with several: `tensorboard/seed_<s>/train`, `.../validation`) and the
+  run's flags as hyperparameters (`rnn_jax.callbacks.TensorBoard`; view with
+  `tensorboard --logdir <workdir>/tensorboard`);
 - `report.txt` (`write_report`) and `*.png`: what the experiment read out of
   the weights.
 """
@@ -39,9 +43,11 @@ import tempfile
 
 import numpy as np
 
+TENSORBOARD = "tensorboard"  # the event files' directory in a run's directory
+
 # What a run's directory holds, plots aside (`claim` removes them when it overwrites).
 RUN_FILES = ("run.json", "flags.txt", "metrics.json", "timing.json", "history.jsonl",
-             "report.txt", "checkpoints", "checkpoint")
+             "report.txt", "checkpoints", "checkpoint", "tensorboard")
 
 
 def _jsonable(value):

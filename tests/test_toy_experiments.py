@@ -178,6 +178,18 @@ def test_sum3_many_seeds(tmp_path, capsys):
     assert len(metrics["W"]) == len(metrics["U"]) == len(metrics["readable"]) == 3
     assert metrics["readable_fraction"] == pytest.approx(np.mean(metrics["readable"]))
     assert "3 seeds:" in capsys.readouterr().out
+    # TensorBoard event files: a run per seed, each epoch's losses as history.jsonl
+    # logged them, and the run's flags as hyperparameters.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    for i, s in enumerate(range(4, 7)):
+        for run, key in (("train", "loss"), ("validation", "val_loss")):
+            acc = EventAccumulator(str(tmp_path / "tensorboard" / f"seed_{s}" / run)).Reload()
+            got = [e.value for e in acc.Scalars("epoch_loss")]
+            np.testing.assert_allclose(got, [h[key][i] for h in history], rtol=1e-6)
+    hparams = EventAccumulator(str(tmp_path / "tensorboard" / "seed_4")).Reload()
+    assert hparams.PluginTagToContent("hparams")  # the flags, for TensorBoard's HParams tab
     # The same again: the finished run is left as it is, its metrics returned.
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert as_json(train_in_process(sum3, *args, workdir=tmp_path)) == metrics
