@@ -20,8 +20,9 @@ device per CPU core, so that `fit(..., num_seeds=N)` trains on all of them;
 (`jax.jacfwd`, `jax.hessian`) through LSTM and SimpleRNN layers on CPU.
 """
 
-from rnn_jax import (activations, callbacks, cudnn, datasets, functional, initializers, layers,
-                     losses, metrics, models, optimizers, plots, readout, scan, sweeps, utils)
+from rnn_jax import (activations, callbacks, cudnn, datasets, dynamics, functional, initializers,
+                     layers, losses, metrics, models, optimizers, plots, readout, scan, sweeps,
+                     utils)
 from rnn_jax.base import Layer, check_inputs
 from rnn_jax.cells import (DropoutMasks, GatedCell, GRUCell, LSTMCell, LSTMState, RNNCellBase,
                            SimpleRNNCell, StackedRNNCells)
@@ -43,7 +44,7 @@ __all__ = [
     "Layer", "Masking", "Model", "NonFiniteLossError", "RNN", "RNNCellBase", "RNNState",
     "RepeatVector", "Sequential", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells",
     "TimeDistributed", "TrainState", "activations", "callbacks", "check_inputs", "cudnn",
-    "datasets", "evaluate", "fit", "from_keras", "functional", "initializers",
+    "datasets", "dynamics", "evaluate", "fit", "from_keras", "functional", "initializers",
     "jax_lstm_gradients", "layers", "losses", "metrics", "models", "optimizers", "plots",
     "readout", "scan", "scan_cell", "sweeps", "to_keras", "use_cpu_cores", "use_processes",
     "utils",

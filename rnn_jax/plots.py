@@ -267,3 +267,88 @@ def plot_sweep(values, y, path, xlabel, ylabel, yerr=None, title=None, xlog=True
     if title:
         ax.set_title(title)
     return save(fig, path)
+
+
+_STABILITY_STYLE = {"stable": dict(marker="o", color="tab:blue"),
+                    "saddle": dict(marker="X", color="tab:orange"),
+                    "unstable": dict(marker="o", facecolors="none", edgecolors="tab:red")}
+
+
+def principal_components(points, k: int = 2):
+    """`(mean (S,), components (k, S))` of the rows of `points` `(P, S)`: the
+    directions of largest variance (SVD of the centred rows)."""
+    points = np.asarray(points, float)
+    mean = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+    comps = vt[:k]
+    if comps.shape[0] < k:  # fewer directions than asked: pad with zeros
+        comps = np.vstack([comps, np.zeros((k - comps.shape[0], points.shape[1]))])
+    return mean, comps
+
+
+def plot_fixed_points(trajectories, fixed_points, path, title=None, max_lines: int = 20) -> str:
+    """Hidden-state trajectories in their first two principal components, with
+    the fixed points on them, marked by stability (stable filled, saddle a
+    cross, unstable open).
+
+    Args:
+      trajectories: `(B, T, S)` states over time (flattened as
+        `rnn_jax.dynamics` flattens them), or `(P, S)` points.
+      fixed_points: a `rnn_jax.dynamics.FixedPoints`.
+      path: the PNG file to write.
+      max_lines: draw at most this many trajectories.
+    """
+    traj = np.asarray(trajectories, float)
+    if traj.ndim == 2:
+        traj = traj[:, None, :]
+    if traj.ndim != 3:
+        raise ValueError(f"plot_fixed_points: trajectories must be (B, T, S) or (P, S), got "
+                         f"{np.shape(trajectories)}")
+    mean, comps = principal_components(traj.reshape(-1, traj.shape[-1]))
+    fig, (ax,) = figure(width=4.8, height=4.2)
+    for line in traj[:max_lines]:
+        pc = (line - mean) @ comps.T
+        ax.plot(pc[:, 0], pc[:, 1], color="0.75", lw=0.8, zorder=1)
+    fps = np.asarray(fixed_points.states, float)
+    for kind in ("stable", "saddle", "unstable"):
+        sel = [i for i, s in enumerate(fixed_points.stability) if s == kind]
+        if sel:
+            pc = (fps[sel] - mean) @ comps.T
+            ax.scatter(pc[:, 0], pc[:, 1], s=45, zorder=3, label=f"{kind} ({len(sel)})",
+                       **_STABILITY_STYLE[kind])
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    if len(fps):
+        ax.legend(fontsize=8)
+    ax.set_title(title or "states and fixed points", fontsize=9)
+    return save(fig, path)
+
+
+def plot_eigenvalues(fixed_points, path, title=None) -> str:
+    """The eigenvalues of every fixed point's Jacobian in the complex plane,
+    against the unit circle (inside: a contracting direction of this
+    discrete-time map, outside: an expanding one), coloured by the point's
+    stability."""
+    import matplotlib.patches
+
+    fig, (ax,) = figure(width=4.4, height=4.2)
+    ax.add_patch(matplotlib.patches.Circle((0, 0), 1.0, fill=False, color="0.4", ls="--"))
+    eig = np.asarray(fixed_points.eigenvalues)
+    colors = {"stable": "tab:blue", "saddle": "tab:orange", "unstable": "tab:red"}
+    seen = set()
+    for ev, kind in zip(eig, fixed_points.stability):
+        ax.scatter(ev.real, ev.imag, s=14, color=colors[kind], alpha=0.7,
+                   label=None if kind in seen else kind)
+        seen.add(kind)
+    lim = max(1.2, float(np.abs(eig).max()) * 1.1 if eig.size else 1.2)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5)
+    ax.axvline(0, color="0.85", lw=0.5)
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+    if seen:
+        ax.legend(fontsize=8)
+    ax.set_title(title or "eigenvalues of dF/dh at the fixed points", fontsize=9)
+    return save(fig, path)
