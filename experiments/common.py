@@ -142,6 +142,39 @@ def define_generated_data_flags(flag_values: flags.FlagValues = FLAGS):
 define_run_flags(FLAGS)
 
 
+def define_fixed_point_flags(flag_values: flags.FlagValues = FLAGS):
+    """Flags of the fixed-point analysis (`rnn_jax.dynamics`; idempotent)."""
+    if "candidates" in flag_values:
+        return
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_integer("candidates", 256, "candidate states per seed, drawn from its "
+                         "trajectories on held-out inputs", lower_bound=1, **fv)
+    flags.DEFINE_float("candidate_noise", 0.02, "standard deviation of the noise added to the "
+                       "candidates", lower_bound=0.0, **fv)
+    flags.DEFINE_enum("fp_method", "newton", ["newton", "adam"], "how q(h) = |F(h) - h|^2 / 2 "
+                      "is minimised: damped Gauss-Newton, or Adam (FixedPointFinder's)", **fv)
+    flags.DEFINE_integer("fp_max_iters", 200, "steps of the fixed-point search", lower_bound=1,
+                         **fv)
+    flags.DEFINE_float("fp_tol_q", 1e-12, "a state is a fixed point when q is below this",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_float("fp_tol_unique", 1e-3, "fixed points closer than this are one",
+                       lower_bound=0.0, **fv)
+
+
+def find_fixed_points(result, x, inputs, config: Config):
+    """Every member's fixed points under the constant `inputs` (`rnn_jax.dynamics`,
+    one program), from candidates drawn from its own trajectories on `x`."""
+    import jax
+
+    from rnn_jax import dynamics
+
+    h0 = dynamics.sample_states(result, config.candidates, x=x, noise=config.candidate_noise,
+                                key=jax.random.key(config.seed))
+    return dynamics.find_fixed_points(
+        result, inputs, h0, method=config.fp_method, max_iters=config.fp_max_iters,
+        tol_q=config.fp_tol_q, tol_unique=config.fp_tol_unique)
+
+
 class LearningRatesParser(flags.ArgumentParser, flags.ArgumentSerializer):
     """`--learning_rate`: a float > 0 (the flag's value, as a float flag's) or a
     comma list of distinct ones (the value: a list of floats); serialised back
