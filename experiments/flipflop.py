@@ -44,11 +44,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
     common.define_generated_data_flags(flag_values)
     common.define_fixed_point_flags(flag_values)
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", **fv)
-    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1, **fv)
+    # experiments.flipflop and experiments.integrator both define --cell, --units and
+    # --steps: allow_override lets one process import both (in absl's global FLAGS
+    # the later import wins; `common.parse_config` gives each its own flags).
+    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", allow_override=True,
+                      **fv)
+    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1,
+                         allow_override=True, **fv)
     flags.DEFINE_integer("bits", 3, "input and output channels (memories: 2^bits)",
                          lower_bound=1, upper_bound=8, **fv)
-    flags.DEFINE_integer("steps", 64, "time steps per sequence", lower_bound=2, **fv)
+    flags.DEFINE_integer("steps", 64, "time steps per sequence", lower_bound=2,
+                         allow_override=True, **fv)
     flags.DEFINE_float("pulse_prob", 0.1, "probability of a pulse per channel and step",
                        lower_bound=0.0, upper_bound=1.0, **fv)
     flags.DEFINE_float("accuracy_target", 0.99, "a seed solves the task at this accuracy",

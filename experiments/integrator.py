@@ -42,9 +42,15 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
     common.define_generated_data_flags(flag_values)
     common.define_fixed_point_flags(flag_values)
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", **fv)
-    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1, **fv)
-    flags.DEFINE_integer("steps", 50, "time steps per sequence", lower_bound=2, **fv)
+    # experiments.flipflop and experiments.integrator both define --cell, --units and
+    # --steps: allow_override lets one process import both (in absl's global FLAGS
+    # the later import wins; `common.parse_config` gives each its own flags).
+    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", allow_override=True,
+                      **fv)
+    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1,
+                         allow_override=True, **fv)
+    flags.DEFINE_integer("steps", 50, "time steps per sequence", lower_bound=2,
+                         allow_override=True, **fv)
     flags.DEFINE_float("noise_std", 0.1, "standard deviation of the input noise",
                        lower_bound=0.0, **fv)
 
