@@ -60,6 +60,14 @@ def _num_samples(x) -> int:
     return n.pop()
 
 
+def _build_for(model, x) -> None:
+    """Builds a model not built yet for inputs like `x`, as Keras builds a
+    `Sequential` given no input shape on its first `fit`, `evaluate` or `predict`
+    (e.g. `model.add(SimpleRNN(50, input_shape=(49, 1)))`, then `add(Dense(46))`)."""
+    if not model.built and not isinstance(x, (list, tuple, dict)):
+        model.build((None, *np.shape(x)[1:]))
+
+
 class Trainer:
     """Keras' `compile` / `fit` / `evaluate` / `predict` and friends, shared by
     `Model` and `Sequential` (the class needs `layers`, `__call__` and the
@@ -100,10 +108,11 @@ class Trainer:
             metrics = [metrics]
         self.compiled = (optimizer, loss, tuple(metrics or ()), bool(from_logits))
 
-    def _compiled(self, what: str):
+    def _compiled(self):
+        """What `compile` kept; before it, Keras' ValueError (and message)."""
         compiled = getattr(self, "compiled", None)
         if compiled is None:
-            raise RuntimeError(f"You must call `compile()` before using the model ({what}).")
+            raise ValueError("You must call `compile()` before using the model.")
         return compiled
 
     # -- fit / evaluate ---------------------------------------------------------------
@@ -127,7 +136,7 @@ class Trainer:
         unknown = {k: v for k, v in unsupported.items() if v is not None}
         if unknown:
             raise ValueError(f"fit: unsupported argument(s) {', '.join(sorted(unknown))}")
-        optimizer, loss, metrics, from_logits = self._compiled("fit")
+        optimizer, loss, metrics, from_logits = self._compiled()
         if x is None or y is None:
             raise ValueError("fit needs x and y")
         if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
@@ -135,9 +144,11 @@ class Trainer:
                              f"{initial_epoch!r}")
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
+        x = _as_inputs(x)
+        _build_for(self, x)
         model = self if num_seeds == 1 else self.fresh_model
         result = training.fit(
-            model, _as_inputs(x), np.asarray(y), loss=loss, optimizer=optimizer,
+            model, x, np.asarray(y), loss=loss, optimizer=optimizer,
             metrics=metrics, batch_size=32 if batch_size is None else batch_size,
             epochs=epochs - initial_epoch, validation_split=validation_split,
             validation_data=validation_data, shuffle=shuffle, seed=seed,
@@ -172,8 +183,10 @@ class Trainer:
         unknown = {k: v for k, v in unsupported.items() if v is not None}
         if unknown:
             raise ValueError(f"evaluate: unsupported argument(s) {', '.join(sorted(unknown))}")
-        _, loss, metrics, from_logits = self._compiled("evaluate")
-        logs = training.evaluate(self, _as_inputs(x), np.asarray(y), loss=loss,
+        _, loss, metrics, from_logits = self._compiled()
+        x = _as_inputs(x)
+        _build_for(self, x)
+        logs = training.evaluate(self, x, np.asarray(y), loss=loss,
                                  metrics=metrics, from_logits=from_logits,
                                  batch_size=32 if batch_size is None else batch_size)
         logs = {"loss": float(logs["loss"]),
@@ -189,6 +202,7 @@ class Trainer:
         (default 32) samples at a time by one compiled program (the last
         batch padded), as NumPy arrays (a list for several outputs)."""
         x = _as_inputs(x)
+        _build_for(self, x)
         n = _num_samples(x)
         bs = 32 if batch_size is None else int(batch_size)
         if bs <= 0:
