@@ -65,6 +65,35 @@ def make_model_fn(embedding_dim: int, rnn_activation: str):
     return make
 
 
+def latch_fixed_points(model, digit: int) -> dict:
+    """The "seen a digit" latch read through its dynamics: the fixed point of
+    the cell's map `h -> F(h, u_d)` with each digit `d` held (`u_d` its
+    embedding row; `rnn_jax.dynamics`), its eigenvalue, and two report lines."""
+    from rnn_jax import dynamics
+
+    rows = np.asarray(model.layers[0].get_weights()[0])  # (10, E): the cell's input per digit
+    fps = dynamics.find_fixed_points(model, rows, np.zeros((10, 1)), method="newton",
+                                     max_iters=100, tol_q=1e-12, outlier_distance_scale=None)
+    h, eig = np.full(10, np.nan), np.full(10, np.nan)
+    for k, u in enumerate(fps.inputs):
+        d = int(np.argmin(np.abs(rows - u).sum(axis=1)))
+        h[d], eig[d] = fps.states[k, 0], fps.eigenvalues[k, 0].real
+    others = np.delete(np.arange(10), digit)
+    lo, hi = np.nanmin(h[others]), np.nanmax(h[others])
+    lines = [f"  the latch's fixed points (the map with one digit held): holding {digit}, "
+             f"h* = {h[digit]:+.3f}; holding any other digit, h* from {lo:+.3f} to {hi:+.3f}"]
+    if np.all(eig > 1):
+        lines.append(f"  eigenvalue dF/dh {np.nanmax(eig):.3f} > 1: each h* repels, a threshold: "
+                     f"with other digits held, a state above {hi:+.2f} (after a {digit}) rises "
+                     "and one below falls, so the score latches")
+    elif np.all(np.abs(eig) < 1):
+        lines.append(f"  eigenvalue dF/dh {np.nanmax(eig):.3f} < 1: each h* attracts: the score "
+                     "drifts toward the held digit's h*, a leaky latch")
+    else:
+        lines.append(f"  eigenvalues dF/dh from {np.nanmin(eig):+.3f} to {np.nanmax(eig):+.3f}")
+    return {"h": h.tolist(), "eigenvalues": eig.tolist(), "lines": lines}
+
+
 def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
     """Train notebook 002's model as `config` says, writing the run into
     `workdir` (none: nothing written); returns the metrics (metrics.json's
@@ -101,6 +130,9 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
     lines.append(f"  U = {U0:.3f}")
     lines.append(f"  e_{digit} high and every other e_d negative: {'yes' if detects[0] else 'no'}")
 
+    latch = latch_fixed_points(model0, digit)
+    lines += latch["lines"]
+
     examples = np.array([[digit, 1, 7], [1, digit, 7], [1, 7, digit], [1, 7, 0]], np.int32)
     trace = readout.trace_states(model0, examples)[0]
     probs = np.asarray(model0(examples))[:, 0]
@@ -109,6 +141,7 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
         lines.append(f"    {ex}: h = {common.fmt(row, 2)}  -> P(contains {digit}) = {p:.4f}")
 
     extra = {"embedding_dim": dim, "rnn_activation": act, "digit": digit,
+             "latch_fixed_points": latch["h"], "latch_eigenvalues": latch["eigenvalues"],
              "digit_weights": [s[0] for s in per_seed] if n > 1 else e0,
              "U": [s[1] for s in per_seed] if n > 1 else U0,
              "detector_pattern": detects.tolist() if n > 1 else bool(detects[0])}
@@ -144,6 +177,10 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
             P.plot_state_trace(trace, run.path("state_trace.png"), sample=0,
                                xticklabels=[str(d) for d in examples[0]],
                                title=f"contains{digit}: the carried score h_t"),
+            P.plot_token_weights(np.asarray(latch["h"]), run.path("fixed_points.png"),
+                                 labels=[str(d) for d in DIGITS], highlight=digit,
+                                 title=f"contains{digit}: the fixed point h* with each digit "
+                                       "held"),
         ]
 
     return run.finish(extra, "\n".join(lines), plots)

@@ -117,11 +117,37 @@ def other_solutions(per_seed, readable) -> dict:
     return groups
 
 
+def map_eigenvalues(result) -> np.ndarray:
+    """`(M,)` the eigenvalue of each member's map `h -> F(h, 0)` (one unit:
+    dF/dh, which for this linear cell is `U` everywhere), from
+    `rnn_jax.dynamics.linearize`, every member at once."""
+    from rnn_jax import dynamics
+
+    cell = dynamics.recurrent_cell(result.model(0))
+    jh, _ = dynamics.linearize(result, np.zeros((1, 1)), np.zeros(cell.input_dim))
+    return jh[:, 0, 0, 0]
+
+
+def dynamics_of(eigenvalue: float, tol: float) -> str:
+    """What a one-unit linear map `h -> U h + e` with eigenvalue `U` does
+    between digits, in words."""
+    U = eigenvalue
+    if abs(U - 1) <= tol:
+        return (f"a line attractor (eigenvalue U = {U:.2f}): without input h stays where it "
+                "is (up to the bias), so the running sum is held")
+    if abs(U) < 1:
+        return (f"a point attractor (eigenvalue U = {U:.2f}): without input h decays to one "
+                "value, so earlier digits fade")
+    return (f"a repeller (eigenvalue U = {U:.2f}{', flipping sign each step' if U < 0 else ''})"
+            ": h runs away from its fixed point; fitted to 3 steps, it is no sum")
+
+
 def readout_lines(model, header: str, kind: str, x, y, ids, weights, readable: bool,
-                  tol: float, one_seed: bool):
+                  tol: float, one_seed: bool, eigenvalue: float):
     """The report's read-outs of one trained model: its predictions for the
-    last 5 samples, its weights, whether it is readable, the carried state
-    `h_t` `(5, 3)`; returns `(lines, trace)` (the trace for state_trace.png)."""
+    last 5 samples, its weights, whether it is readable, its dynamics (the
+    map's `eigenvalue`), the carried state `h_t` `(5, 3)`; returns `(lines,
+    trace)` (the trace for state_trace.png)."""
     e, U, W, b = weights
     lines = [f"{header}: predictions for the last 5 samples", "  digits      label  prediction"]
     pred = np.asarray(model(x[-5:]))
@@ -140,6 +166,7 @@ def readout_lines(model, header: str, kind: str, x, y, ids, weights, readable: b
     if one_seed and not readable:
         lines.append("  (not every seed finds it: --num_seeds=64 trains 64 at once and "
                      "counts how many do)")
+    lines.append(f"  its dynamics: {dynamics_of(eigenvalue, tol)}")
     trace = readout.trace_states(model, x[-5:])[0]
     lines.append("  the carried state h_t for the last 5 samples (h_3 is the prediction):")
     for d, row in zip(ids[-5:], trace.states["h"][:, :, 0]):
@@ -178,12 +205,15 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
                    + (f" ({who} index {shown})" if lrs else ""))
     elif n > 1:
         header += f" ({who} index 0; none of the {n} {who}s reached the readable solution)"
+    eigenvalues = map_eigenvalues(result)
     readouts, trace = readout_lines(result.model(shown), header, kind, x, y, ids,
-                                    per_seed[shown], bool(readable[shown]), tol, n == 1)
+                                    per_seed[shown], bool(readable[shown]), tol, n == 1,
+                                    float(eigenvalues[shown]))
     e0, U0, W0, b0 = per_seed[shown]
 
     lines = []  # with many: the distribution first, then the read-outs
     extra = {"input": kind, "readable": readable.tolist() if n > 1 else bool(readable[0]),
+             "eigenvalue": eigenvalues.tolist() if n > 1 else float(eigenvalues[0]),
              "U": [s[1] for s in per_seed] if n > 1 else U0,
              "digit_weights": [s[0] for s in per_seed] if n > 1 else e0}
     if kind == "scalar":
@@ -200,13 +230,16 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
         lines.append(f"{who_all}: {readable.sum()} reach the readable solution {solution} "
                      f"(within {tol}; {100 * frac:.0f}%); their median val_loss "
                      f"{np.median(val_loss[readable]) if readable.any() else float('nan'):.3g}")
+        if readable.any():
+            lines.append(f"  their dynamics: {dynamics_of(np.median(eigenvalues[readable]), tol)}")
         groups = other_solutions(per_seed, readable)
         if groups:
             lines.append("  the other solutions (U and the slope of e_d ~ slope * d + c, rounded):")
         for (U, slope), members in sorted(groups.items(), key=lambda g: -len(g[1])):
             lines.append(f"    U ~ {U:+d}, slope ~ {slope:+.1f}: {len(members)} "
                          f"{who}{'s' if len(members) > 1 else ''}, median "
-                         f"val_loss {np.median(val_loss[members]):.3g}")
+                         f"val_loss {np.median(val_loss[members]):.3g}; "
+                         f"{dynamics_of(np.median(eigenvalues[members]), tol)}")
         extra["other_solutions"] = [
             {"U": U, "slope": s, "seeds": [result.members[i]["seed"] for i in m],
              **({"learning_rates": [result.members[i]["learning_rate"] for i in m]} if lrs else {})}
@@ -242,7 +275,8 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
         if n > 1:
             out.append(P.plot_seed_scatter(
                 np.array([s[1] for s in per_seed]), val_loss, run.path("seeds.png"),
-                xlabel="U (recurrent weight)", ylabel="final val_loss",
+                xlabel="U: the recurrent weight, the map's eigenvalue dF/dh",
+                ylabel="final val_loss",
                 groups=np.where(readable, "readable", "not readable"),
                 title=f"sum3 ({kind}): {n} seeds", ylog_floor=1e-15))
         return out

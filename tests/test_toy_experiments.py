@@ -94,6 +94,12 @@ def test_sum3_from_flagfile(tmp_path, kind, capsys):
     assert metrics["U"] == pytest.approx(U[0, 0], rel=1e-6)
     readable = abs(U[0, 0] - 1) <= 0.1 and np.max(np.abs(e - np.arange(10))) <= 0.1
     assert metrics["readable"] == readable
+    # The map h -> U h + e has the eigenvalue U; the report names its dynamics.
+    assert metrics["eigenvalue"] == pytest.approx(U[0, 0], rel=1e-6)
+    words = ("a line attractor" if abs(U[0, 0] - 1) <= 0.1 else
+             "a point attractor" if abs(U[0, 0]) < 1 else "a repeller")
+    assert f"its dynamics: {words} (eigenvalue U = {U[0, 0]:.2f}" in (
+        tmp_path / "report.txt").read_text()
     # The reported predictions for the last 5 samples equal the recurrence by hand.
     from rnn_jax.datasets.digits import sum_of_digits
 
@@ -355,6 +361,19 @@ def test_contains4_from_flagfile(tmp_path, flagfile):
         h = act(e[ids_val[:, t]] + h * U[0, 0])
     p = h if sigmoid else 1 / (1 + np.exp(-h))
     assert metrics["val_accuracy"] == pytest.approx(np.mean((p > 0.5) == y_val), abs=1e-6)
+    # The latch's fixed points with each digit held: h* = e_d / (1 - U) for the
+    # linear cell, dF/dh = U; the sigmoid cell's h* = sigmoid(U h* + e_d), dF/dh
+    # = U h*(1 - h*).
+    got = np.array(metrics["latch_fixed_points"])
+    if sigmoid:
+        np.testing.assert_allclose(got, act(U[0, 0] * got + e), atol=1e-5)
+        np.testing.assert_allclose(metrics["latch_eigenvalues"], U[0, 0] * got * (1 - got),
+                                   rtol=1e-4, atol=1e-6)
+    else:
+        np.testing.assert_allclose(got, e / (1 - U[0, 0]), rtol=1e-4)
+        np.testing.assert_allclose(metrics["latch_eigenvalues"], U[0, 0], rtol=1e-5)
+    assert (tmp_path / "fixed_points.png").read_bytes()[:8] == PNG
+    assert "the latch's fixed points" in (tmp_path / "report.txt").read_text()
 
 
 # Every training flag's bad values, and unknown names, for both toy experiments.
