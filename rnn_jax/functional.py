@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 from typing import Any
 
 import jax
@@ -270,6 +271,50 @@ def nodes_between(inputs, outputs) -> list:
     return order
 
 
+def keras_layer_order(inputs, outputs) -> list:
+    """The layers that compute `outputs` from `inputs` (KerasTensors), their
+    InputLayers included, in the order of Keras' `Model.layers` (and so of
+    its weights and summary; `keras.src.ops.function.map_graph`): deepest
+    first, a layer's depth being the longest path from any of its calls to
+    an output; layers of equal depth in the order that a depth-first walk
+    from the outputs, through each call's tensors in argument order, first
+    reaches them; an input that no output reads comes first among depth 0."""
+    def layer_of(node):
+        return node.input_layer if getattr(node, "is_input", False) else node.layer
+
+    first_reached, finished, walked = {}, set(), []
+
+    def walk(t):
+        node = t.node
+        if id(node) in finished:
+            return
+        layer = layer_of(node)
+        first_reached.setdefault(id(layer), (len(first_reached), layer))
+        if not getattr(node, "is_input", False):
+            for s in node.inputs:
+                walk(s)
+        finished.add(id(node))
+        walked.append(node)  # after the nodes it reads from
+
+    for t in outputs:
+        walk(t)
+    node_depth, layer_depth = {}, {}
+    for node in reversed(walked):  # every node before the nodes it reads from
+        layer = layer_of(node)
+        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(layer), 0))
+        layer_depth[id(layer)] = depth
+        if not getattr(node, "is_input", False):
+            for s in node.inputs:
+                node_depth[id(s.node)] = max(node_depth.get(id(s.node), 0), depth + 1)
+    for t in inputs:
+        layer = t.node.input_layer
+        if id(layer) not in layer_depth:  # read by no output
+            layer_depth[id(layer)] = 0
+            first_reached[id(layer)] = (-1, layer)
+    ranked = sorted(first_reached.items(), key=lambda kv: (-layer_depth[kv[0]], kv[1][0]))
+    return [layer for _, (_, layer) in ranked]
+
+
 # -- Input and Model ----------------------------------------------------------------
 
 from rnn_jax.base import Layer, as_dtype, unique_name  # noqa: E402
@@ -361,8 +406,9 @@ class GraphNode:
 class Graph:
     """A functional model's recorded calls, static (hashable), so that NNX keeps
     it in the model's graph definition: `inputs` and `outputs` are tensor
-    numbers, `nodes` run in order, `outputs_list` says whether the model
-    returns a list."""
+    numbers (input tensor `i` is the output of the InputLayer `layers[i]`),
+    `nodes` run in order, `outputs_list` says whether the model returns a
+    list."""
 
     inputs: tuple
     input_names: tuple
@@ -411,29 +457,23 @@ def record_graph(inputs, outputs):
         if t.node is None or not getattr(t.node, "is_input", False):
             raise ValueError(f"Model: inputs must come from Input(...), got {t!r}")
     nodes = nodes_between(ins, outs)
-    number = {id(t): i for i, t in enumerate(ins)}
-    layers, index = [], {}
-
-    def layer_index(layer):
-        if id(layer) not in index:
-            index[id(layer)] = len(layers)
-            layers.append(layer)
-        return index[id(layer)]
-
-    for t in ins:
-        layer_index(t.node.input_layer)
+    layers = keras_layer_order(ins, outs)
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    # an input tensor is numbered as its InputLayer's position in `layers`,
+    # the tensors the nodes make from len(layers) on
+    number = {id(t): index[id(t.node.input_layer)] for t in ins}
+    made = itertools.count(len(layers))
     graph_nodes = []
     for node in nodes:
-        li = layer_index(node.layer)
         ref = lambda t: Ref(number[id(t)]) if is_symbolic(t) else t  # noqa: E731
         args, kwargs = jax.tree.map(ref, (node.args, node.kwargs), is_leaf=is_symbolic)
         for t in node.outputs:
-            number[id(t)] = len(number)
-        graph_nodes.append(GraphNode(li, _freeze(args), _freeze(kwargs),
+            number[id(t)] = next(made)
+        graph_nodes.append(GraphNode(index[id(node.layer)], _freeze(args), _freeze(kwargs),
                                      tuple(number[id(t)] for t in node.outputs), node.out_tree,
                                      tuple(t.shape for t in node.outputs)))
     names = tuple(inputs.keys()) if given == "dict" else tuple(t.name for t in ins)
-    graph = Graph(tuple(range(len(ins))), names, tuple(graph_nodes),
+    graph = Graph(tuple(number[id(t)] for t in ins), names, tuple(graph_nodes),
                   tuple(number[id(t)] for t in outs), outs_list, given)
     return layers, graph
 
@@ -459,7 +499,7 @@ def run_graph(layers, graph: Graph, inputs, *, mask=None, training: bool = False
                          f"({', '.join(graph.input_names)}), got {len(xs)} arrays")
     masks_in = mask if isinstance(mask, (list, tuple)) else [mask] + [None] * (len(xs) - 1)
     values, masks = {}, {}
-    for i, (x, m) in enumerate(zip(xs, masks_in)):
+    for i, x, m in zip(graph.inputs, xs, masks_in):
         values[i] = layers[i](x)  # the InputLayer: an array
         masks[i] = m
     for k, node in enumerate(graph.nodes):
