@@ -166,7 +166,53 @@ def output_mask(layer, inputs, mask):
 def symbolic_call(layer, call, args, kwargs):
     """Records `layer(*args, **kwargs)` on KerasTensors: builds the layer,
     works out the outputs' shapes, and returns KerasTensors in the call's
-    output structure."""
+    output structure.
+
+    A layer that cannot take the tensors (a wrong rank or feature size) is
+    refused here, when the model is built, with a ValueError naming the
+    layer and the tensors' shapes, then the layer's own reason (the shape or
+    feature size it takes).
+    """
+    first = first_input(args)
+    if not layer.built:
+        if not (is_symbolic(first) or isinstance(first, (list, tuple))):
+            raise ValueError(f"{type(layer).__name__}: the first argument must be a tensor")
+        if getattr(layer, "stateful", False) and is_symbolic(first) and first.shape[0] is None:
+            raise ValueError(f"{type(layer).__name__} {layer.name!r} is stateful: give the "
+                             "Input a batch size (Input(shape, batch_size=B))")
+    try:
+        return _record_call(layer, call, args, kwargs)
+    except ValueError as err:
+        raise ValueError(_call_error(layer, args, kwargs, str(err))) from None
+
+
+def _call_error(layer, args, kwargs, reason: str) -> str:
+    """The message refusing `layer(*args, **kwargs)` on KerasTensors for `reason`
+    (the layer's own message, which saw stand-in sizes for the unknown axes:
+    a tensor's stand-in shape is written back as its shape, `(None, 5)`)."""
+    tensors = [t for t in jax.tree.leaves((args, kwargs), is_leaf=is_symbolic)
+               if is_symbolic(t)]
+    for t in tensors:
+        for probe in _PROBES:
+            reason = reason.replace(str(_probe_shape(t.shape, probe)), str(t.shape))
+    who = describe(layer)
+    for prefix in (f"{who}: ", f"{who} "):  # the layer names itself: once is enough
+        if reason.startswith(prefix):
+            reason = reason[len(prefix):]
+            break
+
+    def shapes(tree):
+        return jax.tree.map(lambda t: t.shape if is_symbolic(t) else t, tree,
+                            is_leaf=is_symbolic)
+
+    got = f"inputs of shape {shapes(first_input(args))}"
+    got += "".join(f" and {k}={shapes(v)}" for k, v in kwargs.items()
+                   if any(is_symbolic(t) for t in jax.tree.leaves(v, is_leaf=is_symbolic)))
+    return f"{who} cannot be called on {got}: {reason}"
+
+
+def _record_call(layer, call, args, kwargs):
+    """`symbolic_call`'s work: build, work out the shapes, make the KerasTensors."""
     from flax import nnx
 
     tensors = [t for t in jax.tree.leaves((args, kwargs), is_leaf=is_symbolic)
@@ -175,13 +221,8 @@ def symbolic_call(layer, call, args, kwargs):
     if not layer.built:
         if isinstance(first, (list, tuple)):
             shape = [_probe_shape(t.shape, _PROBES[0]) for t in first]
-        elif is_symbolic(first):
-            shape = _probe_shape(first.shape, _PROBES[0])
         else:
-            raise ValueError(f"{type(layer).__name__}: the first argument must be a tensor")
-        if getattr(layer, "stateful", False) and is_symbolic(first) and first.shape[0] is None:
-            raise ValueError(f"{type(layer).__name__} {layer.name!r} is stateful: give the "
-                             "Input a batch size (Input(shape, batch_size=B))")
+            shape = _probe_shape(first.shape, _PROBES[0])
         layer.maybe_build(shape)
 
     masked = {id(t): t.has_mask for t in tensors}
@@ -317,7 +358,7 @@ def keras_layer_order(inputs, outputs) -> list:
 
 # -- Input and Model ----------------------------------------------------------------
 
-from rnn_jax.base import Layer, as_dtype, unique_name  # noqa: E402
+from rnn_jax.base import Layer, as_dtype, describe, unique_name  # noqa: E402
 
 
 class InputLayer(Layer):
