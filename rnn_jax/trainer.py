@@ -18,6 +18,7 @@ trained weights and `History.result` (the `rnn_jax.FitResult`) every seed's.
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import jax
@@ -66,6 +67,24 @@ def _build_for(model, x) -> None:
     (e.g. `model.add(SimpleRNN(50, input_shape=(49, 1)))`, then `add(Dense(46))`)."""
     if not model.built and not isinstance(x, (list, tuple, dict)):
         model.build((None, *np.shape(x)[1:]))
+
+
+# model -> (its graph definition, its jitted forward pass `(state, x) -> outputs`)
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward(model):
+    """`(run, state)`: the model's jitted forward pass and its current state. The
+    function is kept with the model while its graph definition stays the same,
+    so that `predict` compiles once per model and batch shape, and a loop of
+    `predict` calls (Keras' seq2seq decoding, one step per call) reuses the
+    program instead of compiling it again on every call."""
+    graphdef, state = nnx.split(model)
+    cached = _FORWARD.get(model)
+    if cached is None or cached[0] != graphdef:
+        cached = (graphdef, jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)))
+        _FORWARD[model] = cached
+    return cached[1], state
 
 
 class Trainer:
@@ -208,8 +227,7 @@ class Trainer:
         if bs <= 0:
             raise ValueError(f"predict: batch_size must be positive, got {batch_size}")
         bs = min(bs, n)
-        graphdef, state = nnx.split(self)
-        run = jax.jit(lambda state, xb: nnx.merge(graphdef, state)(xb))
+        run, state = _forward(self)
         outs = []
         for start in range(0, n, bs):
             xb = jax.tree.map(lambda a: a[start:start + bs], x)
