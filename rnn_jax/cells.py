@@ -211,12 +211,16 @@ class RNNCellBase(Layer):
                 f"{describe(self)}: inputs have {x.shape[-1]} features, the kernel "
                 f"expects {self.input_dim}"
             )
-        bare = not isinstance(states, (list, tuple))
         params = self.params()
         masks = self.dropout_masks(key, x.shape[0], training)
         out, new = self.step(params, self.project(params, x, masks), self.as_states(states),
                              masks)
-        return (out, new[0]) if bare else (out, new)
+        return out, self.like_given(states, new)
+
+    def like_given(self, given, new):
+        """New states in the structure the caller gave (a bare array stays a bare
+        array, as in Keras)."""
+        return new if isinstance(given, (list, tuple)) else new[0]
 
 
 class GatedCell(RNNCellBase):
@@ -744,6 +748,12 @@ class StackedRNNCells(RNNCellBase):
                 f"StackedRNNCells with {len(self.cells)} cells needs one state per cell"
             )
         return tuple(c.as_states(s) for c, s in zip(self.cells, states))
+
+    def like_given(self, given, new):
+        """One entry per cell, each as that cell's states were given: Keras'
+        `[h1, h2]` back for `[h1_0, h2_0]` (a list for a list)."""
+        out = [c.like_given(g, n) for c, g, n in zip(self.cells, given, new)]
+        return out if isinstance(given, list) else tuple(out)
 
     def clone(self, rngs: nnx.Rngs | None) -> "StackedRNNCells":
         return StackedRNNCells([c.clone(rngs) for c in self.cells])

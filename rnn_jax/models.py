@@ -13,12 +13,12 @@ from flax import nnx
 
 from rnn_jax import functional
 from rnn_jax.base import Layer, describe, unique_name
-from rnn_jax.core import Merge
+from rnn_jax.core import Activation, Dense, Dropout, Embedding, Masking, Merge
 from rnn_jax.functional import Input, InputLayer, KerasTensor
 from rnn_jax.recurrent import RNN, Bidirectional
 from rnn_jax.trainer import Trainer
 
-__all__ = ["Input", "InputLayer", "Model", "Sequential", "apply_layer"]
+__all__ = ["Input", "InputLayer", "Model", "Sequential", "apply_layer", "inferred_input_shape"]
 
 
 def apply_layer(layer, x, mask=None, training: bool = False, key=None):
@@ -32,6 +32,24 @@ def apply_layer(layer, x, mask=None, training: bool = False, key=None):
     """
     y = layer(x, mask=mask, training=training, key=key)
     return y, layer.compute_mask(x, mask)
+
+
+def inferred_input_shape(layers):
+    """The input shape `(None, ...)` that built layers were built for, the time
+    axis unknown (None): read off the first layer that says (an `Embedding`
+    takes ids `(None, None)`; shape-keeping layers before it are skipped)."""
+    for layer in layers:
+        if isinstance(layer, (Masking, Activation, Dropout)):
+            continue  # shape-preserving: the next layer tells the feature size
+        if isinstance(layer, Embedding):
+            return (None, None)
+        if isinstance(layer, (RNN, Bidirectional)) and layer.built:
+            return (None, None, layer.input_dim)
+        if isinstance(layer, Dense) and layer.built:
+            return (None, layer.input_dim)
+        break
+    raise ValueError("cannot tell the model's input shape; pass input_shape=... (without the "
+                     "batch axis), or call the model once")
 
 
 class Sequential(Trainer, Layer):
@@ -100,8 +118,15 @@ class Sequential(Trainer, Layer):
             self.dtype = layer.dtype
         self.layers.append(layer)
         self.built = all(x.built for x in self.layers)
-        if self.input_shape_given is not None and not self.built:
-            self.build((None, *self.input_shape_given))
+        if not self.built:  # as Keras: built as soon as the input shape is known
+            if self.input_shape_given is not None:
+                self.build((None, *self.input_shape_given))
+            else:
+                try:
+                    shape = inferred_input_shape(self.layers)
+                except ValueError:
+                    return  # built on the first call
+                self.build(shape)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -23,8 +23,8 @@ from flax import nnx
 
 from rnn_jax.base import Layer, snake_case
 from rnn_jax.cells import LSTMState, SimpleRNNCell
-from rnn_jax.core import Activation, Dense, Embedding, Masking
-from rnn_jax.models import Sequential, apply_layer
+from rnn_jax.core import Embedding
+from rnn_jax.models import Sequential, apply_layer, inferred_input_shape
 from rnn_jax.recurrent import RNN, Bidirectional
 from rnn_jax.scan import scan_cell
 
@@ -56,21 +56,6 @@ def _layers_of(model, what: str) -> list[Layer]:
     raise ValueError(f"{what} expects an rnn_jax Sequential or layer, got {type(model).__name__}")
 
 
-def _inferred_input_shape(layers):
-    """The input shape `(None, ...)` of built layers, time axis unknown (None)."""
-    for layer in layers:
-        if isinstance(layer, (Masking, Activation)):
-            continue  # shape-preserving: the next layer tells the feature size
-        if isinstance(layer, Embedding):
-            return (None, None)
-        if isinstance(layer, (RNN, Bidirectional)):
-            return (None, None, layer.input_dim)
-        if isinstance(layer, Dense):
-            return (None, layer.input_dim)
-        break
-    raise ValueError("summary: cannot tell the input shape of this model; pass input_shape=...")
-
-
 def summary_rows(model, input_shape=None) -> list[dict]:
     """One dict per layer: `name`, `type` (class name), `output_shape`, `params`.
 
@@ -97,7 +82,7 @@ def summary_rows(model, input_shape=None) -> list[dict]:
             "(without the batch axis) or call it once"
         )
     else:
-        shape = _inferred_input_shape(layers)
+        shape = inferred_input_shape(layers)
     rows = []
     for name, layer in zip(layer_names(layers), layers):
         shape = tuple(layer.compute_output_shape(shape))

@@ -623,8 +623,6 @@ def test_003_keras_api_tour(twin):
     assert_same_values(twin, "h_1")
 
 
-@pytest.mark.xfail(strict=True, reason="StackedRNNCells returns each cell's new state as a "
-                   "1-tuple (h,) where Keras returns the bare array it was given")
 def test_003_stacked_cells_return_states_as_given(twin):
     """Keras' `StackedRNNCells` called on `[h_0_1, h_0_2]` returns `[h_1_1, h_1_2]`,
     each `(batch, units)`."""
@@ -938,9 +936,6 @@ def test_004_reuters(twin, keras_reuters_file, build_fn, epochs):
     assert_same_model(keras_model, model, twin.jax["X_test"])
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="Sequential.add does not build the "
-                   "layers added after a first layer given input_shape=, as Keras does: the "
-                   "model stays unbuilt until its first fit / predict")
 def test_004_sequential_add_builds_from_the_first_input_shape(twin, keras_reuters_file):
     """Keras builds `Sequential().add(SimpleRNN(50, input_shape=(49, 1)))`'s
     next layers as they are added: the parameters count before any call."""
