@@ -25,7 +25,16 @@ def get(name: str):
     return globals()[name]
 
 
+class UnsupportedLayerError(ImportError):
+    """A Keras layer name that `rnn_jax.layers` does not have."""
+
+
 def __getattr__(name):
-    # `from rnn_jax.layers import Conv1D` fails with the list of what there is.
-    raise AttributeError(f"rnn_jax.layers has no {name!r} (Keras has it; rnn_jax supports: "
-                         f"{', '.join(__all__)})")
+    # `from rnn_jax.layers import Conv1D` fails with the list of what there is. A
+    # layer-like name raises an ImportError (an AttributeError would be turned
+    # into Python's bare "cannot import name" by the import statement); other
+    # names (dunders, probes by tools) the usual AttributeError.
+    if name[:1].isupper():
+        raise UnsupportedLayerError(f"rnn_jax.layers has no {name!r}; supported: "
+                                    f"{', '.join(__all__)}")
+    raise AttributeError(f"module 'rnn_jax.layers' has no attribute {name!r}")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_jax.base import Layer, describe, is_traced
+from rnn_jax.base import Layer, describe, is_traced, next_rngs
 from rnn_jax.cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, StackedRNNCells
 from rnn_jax.scan import scan_cell
 
@@ -286,13 +286,16 @@ class LSTM(_CellLayer):
                          unroll, zero_output_for_mask, name=name)
 
 
-def clone_layer(layer: RNN, rngs: nnx.Rngs | None, **overrides) -> RNN:
-    """A new layer with `layer`'s configuration and fresh weights from `rngs`."""
+def clone_layer(layer: RNN, rngs: nnx.Rngs | None, name: str | None = None,
+                **overrides) -> RNN:
+    """A new layer with `layer`'s configuration and fresh weights from `rngs`
+    (named `name`, else Keras' next automatic name)."""
     flags = {**RNN.get_config(layer), **overrides}
     if isinstance(layer, _CellLayer):  # SimpleRNN, GRU, LSTM take their cell's arguments
-        new = type(layer)(**layer.cell.constructor_args(), **flags, dtype=layer.dtype, rngs=rngs)
+        new = type(layer)(**layer.cell.constructor_args(), **flags, dtype=layer.dtype, rngs=rngs,
+                          name=name)
     else:
-        new = RNN(layer.cell.clone(rngs), **flags)
+        new = RNN(layer.cell.clone(rngs), **flags, name=name)
     if layer.built and layer.input_dim is not None:
         new.build((None, None, layer.input_dim))
     return new
@@ -319,7 +322,8 @@ class Bidirectional(Layer):
         opposite `go_backwards` and the same `return_sequences`,
         `return_state` and `stateful`).
       rngs: `nnx.Rngs` for the backward copy's weights (default: the ones
-        `layer` was given).
+        `layer` was given if it is not built yet, else the process-wide seed
+        stream). The copy is named `backward_<layer's name>`, as in Keras.
 
     Call: as `RNN`; `initial_state` is the forward states followed by the
     backward states; with `return_state` the result is
@@ -340,13 +344,11 @@ class Bidirectional(Layer):
             )
         super().__init__(dtype=layer.dtype, rngs=None, name=name)
         if backward_layer is None:
-            key_source = rngs if rngs is not None else layer.cell.weight_rngs
-            if key_source is None:
-                raise ValueError(
-                    "Bidirectional needs rngs=nnx.Rngs(seed) to draw the backward layer's "
-                    "weights (the wrapped layer has no key stream left)"
-                )
-            backward_layer = clone_layer(layer, key_source, go_backwards=not layer.go_backwards)
+            # the wrapped layer's key stream if it has one left, else the seed stream
+            key_source = (rngs if rngs is not None else layer.cell.weight_rngs
+                          if layer.cell.weight_rngs is not None else next_rngs())
+            backward_layer = clone_layer(layer, key_source, name=f"backward_{layer.name}",
+                                         go_backwards=not layer.go_backwards)
         elif not isinstance(backward_layer, RNN):
             raise ValueError(
                 f"Bidirectional: backward_layer must be a recurrent layer, got "

@@ -33,14 +33,6 @@ separate runs, a fact checked from outside the vmapped program).
    `save_weights` / `load_weights`, several inputs (list or dict) and
    outputs, shared layers, NNX transformations, `fit(num_seeds=N)`.
 3. Bad input: refused with a message that says what is wrong.
-
-Known gaps, marked `xfail(strict=True)`:
-- `Bidirectional` names its backward copy as a new layer of the wrapped
-  class (`lstm_1`), so the next `LSTM` is `lstm_2` where Keras' is `lstm_1`
-  (Keras names the copies `forward_lstm` / `backward_lstm`).
-- `from rnn_jax.layers import Conv1D` raises Python's bare "cannot import
-  name" ImportError: the import statement swallows the module
-  `__getattr__`'s AttributeError, which lists the supported layers.
 """
 
 from __future__ import annotations
@@ -315,9 +307,6 @@ def test_automatic_names_follow_keras(keras):
     assert R.SimpleRNN(U).name == "simple_rnn"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="Bidirectional's backward copy takes the next automatic name of the "
-                          "wrapped class (lstm_1); Keras names it backward_lstm")
 def test_automatic_names_after_bidirectional_follow_keras(keras):
     def make(L):
         wrapper = L.Bidirectional(L.LSTM(U))
@@ -623,12 +612,10 @@ def test_fit_before_compile_gives_keras_message(keras, rng):
         assert str(error.value) == str(keras_error.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="`from M import X` turns the module __getattr__'s AttributeError "
-                          "(which lists the supported layers) into a bare 'cannot import name'")
 def test_importing_an_unsupported_layer_says_what_is_supported():
-    with pytest.raises(AttributeError, match="supported: .*LSTM"):
+    with pytest.raises(ImportError, match="supported: .*LSTM"):
         R.Conv1D  # noqa: B018
+    assert not hasattr(R, "_no_such_thing")  # other names: the usual AttributeError
     with pytest.raises(ImportError) as error:
         from rnn_jax.layers import Conv1D  # noqa: F401
     assert "supported" in str(error.value) and "LSTM" in str(error.value), str(error.value)
