@@ -142,6 +142,58 @@ def define_generated_data_flags(flag_values: flags.FlagValues = FLAGS):
 define_run_flags(FLAGS)
 
 
+def main_of(train_and_evaluate: Callable[[Config, str | None], Any],
+            flag_values: flags.FlagValues = FLAGS):
+    """An experiment's `main(argv)` for `absl.app.run`: the config of the parsed
+    flags, `setup`, then `train_and_evaluate(config, --workdir)`, a `RunError`
+    printed in one line (exit status 1)."""
+    def main(argv):
+        config = config_from_flags(flag_values, argv)
+        setup(config)
+        with errors_in_one_line():
+            train_and_evaluate(config, flag_values.workdir)
+    return main
+
+
+# The recurrent layers a sequence task's experiment may train (--cell).
+SEQUENCE_LAYERS = {"gru": rnn_jax.GRU, "lstm": rnn_jax.LSTM, "simple_rnn": rnn_jax.SimpleRNN}
+
+
+def define_sequence_model_flags(flag_values: flags.FlagValues = FLAGS, steps: int = 64):
+    """--cell, --units and --steps of a sequence task's model (defined by
+    several experiments: allow_override lets one process import them all; in
+    absl's global FLAGS the later import wins, `parse_config` gives each
+    experiment its own flags)."""
+    fv = dict(flag_values=flag_values, allow_override=True)
+    flags.DEFINE_enum("cell", "gru", list(SEQUENCE_LAYERS), "the recurrent layer", **fv)
+    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1, **fv)
+    flags.DEFINE_integer("steps", steps, "time steps per sequence", lower_bound=2, **fv)
+
+
+def sequence_model_fn(cell: str, units: int, steps: int, features: int, outputs: int):
+    """`rngs -> Sequential`: a recurrent layer returning sequences, then a
+    `Dense(outputs)` read-out at every step, for `(steps, features)` inputs."""
+    def make(rngs):
+        return rnn_jax.Sequential([SEQUENCE_LAYERS[cell](units, return_sequences=True, rngs=rngs),
+                                   rnn_jax.Dense(outputs, rngs=rngs)],
+                                  input_shape=(steps, features))
+    return make
+
+
+def fixed_point_plots(run, result, fps, x, name: str) -> list:
+    """The first member's trajectories on `x` with its fixed points
+    (`fixed_points.png`), and their eigenvalues (`eigenvalues.png`)."""
+    from rnn_jax import dynamics, plots
+
+    seed = result.members[0]["seed"]
+    traj = np.concatenate([np.concatenate(list(t.states.values()), -1)
+                           for t in dynamics.trajectories(result.model(0), x)], -1)
+    return [plots.plot_fixed_points(traj, fps[0], run.path("fixed_points.png"),
+                                    title=f"{name}, seed {seed}: {fps[0].summary()}"),
+            plots.plot_eigenvalues(fps[0], run.path("eigenvalues.png"),
+                                   title=f"{name}, seed {seed}: eigenvalues of dF/dh")]
+
+
 def define_fixed_point_flags(flag_values: flags.FlagValues = FLAGS):
     """Flags of the fixed-point analysis (`rnn_jax.dynamics`; idempotent)."""
     if "candidates" in flag_values:

@@ -186,11 +186,7 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
     return run.finish(extra, "\n".join(lines), plots)
 
 
-def main(argv):
-    config = common.config_from_flags(FLAGS, argv)
-    common.setup(config)
-    with common.errors_in_one_line():
-        train_and_evaluate(config, FLAGS.workdir)
+main = common.main_of(train_and_evaluate)
 
 
 if __name__ == "__main__":

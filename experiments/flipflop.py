@@ -34,7 +34,6 @@ from experiments import common
 FLAGS = flags.FLAGS
 
 DEFAULTS = dict(learning_rate=1e-2, batch_size=64, epochs=20, validation_split=0.1)
-LAYERS = {"gru": rnn_jax.GRU, "lstm": rnn_jax.LSTM, "simple_rnn": rnn_jax.SimpleRNN}
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS):
@@ -43,18 +42,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
     common.define_training_flags(flag_values)
     common.define_generated_data_flags(flag_values)
     common.define_fixed_point_flags(flag_values)
+    common.define_sequence_model_flags(flag_values, steps=64)
     fv = dict(flag_values=flag_values)
-    # experiments.flipflop and experiments.integrator both define --cell, --units and
-    # --steps: allow_override lets one process import both (in absl's global FLAGS
-    # the later import wins; `common.parse_config` gives each its own flags).
-    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", allow_override=True,
-                      **fv)
-    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1,
-                         allow_override=True, **fv)
     flags.DEFINE_integer("bits", 3, "input and output channels (memories: 2^bits)",
                          lower_bound=1, upper_bound=8, **fv)
-    flags.DEFINE_integer("steps", 64, "time steps per sequence", lower_bound=2,
-                         allow_override=True, **fv)
     flags.DEFINE_float("pulse_prob", 0.1, "probability of a pulse per channel and step",
                        lower_bound=0.0, upper_bound=1.0, **fv)
     flags.DEFINE_float("accuracy_target", 0.99, "a seed solves the task at this accuracy",
@@ -65,10 +56,8 @@ define_flags(FLAGS)
 
 
 def make_model_fn(cell: str, units: int, bits: int, steps: int):
-    def make(rngs):
-        return rnn_jax.Sequential([LAYERS[cell](units, return_sequences=True, rngs=rngs),
-                                   rnn_jax.Dense(bits, rngs=rngs)], input_shape=(steps, bits))
-    return make
+    """`rngs -> Sequential`: the recurrent layer and a `Dense(bits)` read-out."""
+    return common.sequence_model_fn(cell, units, steps, bits, bits)
 
 
 def sign_accuracy(model, x, y) -> float:
@@ -124,15 +113,9 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
              "exact_structure_fraction": float(exact.mean())}
 
     def plots():
-        from rnn_jax import dynamics, plots as P
+        from rnn_jax import plots as P
 
-        traj = np.concatenate([np.concatenate(list(t.states.values()), -1) for t in
-                               dynamics.trajectories(result.model(0), x_test[:16])], -1)
-        return [
-            P.plot_fixed_points(traj, fps[0], run.path("fixed_points.png"),
-                                title=f"flip-flop, seed {seeds[0]}: {fps[0].summary()}"),
-            P.plot_eigenvalues(fps[0], run.path("eigenvalues.png"),
-                               title=f"flip-flop, seed {seeds[0]}: eigenvalues of dF/dh"),
+        return common.fixed_point_plots(run, result, fps, x_test[:16], "flip-flop") + [
             P.plot_seed_scatter(
                 stable, accuracy, run.path("seeds.png"), xlabel="stable fixed points",
                 ylabel="accuracy", groups=np.where(exact, f"solved, {memories} stable",
@@ -143,11 +126,7 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
     return run.finish(extra, "\n".join(lines), plots)
 
 
-def main(argv):
-    config = common.config_from_flags(FLAGS, argv)
-    common.setup(config)
-    with common.errors_in_one_line():
-        train_and_evaluate(config, FLAGS.workdir)
+main = common.main_of(train_and_evaluate)
 
 
 if __name__ == "__main__":

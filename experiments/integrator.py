@@ -32,7 +32,6 @@ from experiments import common
 FLAGS = flags.FLAGS
 
 DEFAULTS = dict(learning_rate=1e-2, batch_size=64, epochs=20, validation_split=0.1)
-LAYERS = {"gru": rnn_jax.GRU, "lstm": rnn_jax.LSTM, "simple_rnn": rnn_jax.SimpleRNN}
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS):
@@ -41,28 +40,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
     common.define_training_flags(flag_values)
     common.define_generated_data_flags(flag_values)
     common.define_fixed_point_flags(flag_values)
-    fv = dict(flag_values=flag_values)
-    # experiments.flipflop and experiments.integrator both define --cell, --units and
-    # --steps: allow_override lets one process import both (in absl's global FLAGS
-    # the later import wins; `common.parse_config` gives each its own flags).
-    flags.DEFINE_enum("cell", "gru", list(LAYERS), "the recurrent layer", allow_override=True,
-                      **fv)
-    flags.DEFINE_integer("units", 16, "units of the recurrent layer", lower_bound=1,
-                         allow_override=True, **fv)
-    flags.DEFINE_integer("steps", 50, "time steps per sequence", lower_bound=2,
-                         allow_override=True, **fv)
+    common.define_sequence_model_flags(flag_values, steps=50)
     flags.DEFINE_float("noise_std", 0.1, "standard deviation of the input noise",
-                       lower_bound=0.0, **fv)
+                       lower_bound=0.0, flag_values=flag_values)
 
 
 define_flags(FLAGS)
 
 
 def make_model_fn(cell: str, units: int, steps: int):
-    def make(rngs):
-        return rnn_jax.Sequential([LAYERS[cell](units, return_sequences=True, rngs=rngs),
-                                   rnn_jax.Dense(1, rngs=rngs)], input_shape=(steps, 1))
-    return make
+    """`rngs -> Sequential`: the recurrent layer and a `Dense(1)` read-out."""
+    return common.sequence_model_fn(cell, units, steps, 1, 1)
 
 
 def line_share(points) -> float:
@@ -120,26 +108,12 @@ def train_and_evaluate(config: common.Config, workdir: str | None) -> dict:
              "largest_eigenvalue": [None if np.isnan(t) else float(t) for t in top],
              "line_attractor": line.tolist(), "line_attractor_fraction": float(line.mean())}
 
-    def plots():
-        from rnn_jax import dynamics, plots as P
-
-        traj = np.concatenate([np.concatenate(list(t.states.values()), -1) for t in
-                               dynamics.trajectories(result.model(0), x_test[:16])], -1)
-        return [
-            P.plot_fixed_points(traj, fps[0], run.path("fixed_points.png"),
-                                title=f"integrator, seed {seeds[0]}: {fps[0].summary()}"),
-            P.plot_eigenvalues(fps[0], run.path("eigenvalues.png"),
-                               title=f"integrator, seed {seeds[0]}: eigenvalues of dF/dh"),
-        ]
-
-    return run.finish(extra, "\n".join(lines), plots)
+    return run.finish(extra, "\n".join(lines),
+                      lambda: common.fixed_point_plots(run, result, fps, x_test[:16],
+                                                       "integrator"))
 
 
-def main(argv):
-    config = common.config_from_flags(FLAGS, argv)
-    common.setup(config)
-    with common.errors_in_one_line():
-        train_and_evaluate(config, FLAGS.workdir)
+main = common.main_of(train_and_evaluate)
 
 
 if __name__ == "__main__":
