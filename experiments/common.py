@@ -124,6 +124,8 @@ def define_training_flags(flag_values: flags.FlagValues = FLAGS):
                        "before shuffling, used for validation (default: the notebook's)", **fv)
     flags.DEFINE_enum("optimizer", "adam", list(rnn_jax.optimizers.NAMES),
                       "optimizer, with Keras' defaults", **fv)
+    flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "progress: 1 a bar over the epochs "
+                      "with ETA, 2 one line per epoch, 0 none", **fv)
     flags.register_validator("validation_split", lambda v: v is None or 0.0 <= v < 1.0,
                              message="--validation_split must be in [0, 1)", **fv)
 
@@ -413,7 +415,8 @@ def fast_compile_options(num_seeds: int):
 OPERATIONAL_FLAGS = frozenset({
     "workdir", "overwrite", "checkpoint_every", "compilation_cache", "cpu_devices",
     "coordinator_address", "num_processes", "process_id", "distributed",
-    "heartbeat_timeout"})
+    "heartbeat_timeout", "verbose"})
+
 
 def run_flags(config: Config) -> dict:
     """The flags that define a run's results, as `run.json` holds them: name ->
@@ -510,7 +513,8 @@ class Run:
                 callbacks=callbacks,
                 checkpoint_dir=self.checkpoint_dir,
                 checkpoint_every=self.config.checkpoint_every,
-                compiler_options=fast_compile_options(num_members) if fast_compile else None)
+                compiler_options=fast_compile_options(num_members) if fast_compile else None,
+                verbose=int(self.config.verbose))
         except rnn_jax.NonFiniteLossError as e:
             kept = ("" if not self.workdir else
                     "; no checkpoint was saved before" if e.last_checkpoint is None else

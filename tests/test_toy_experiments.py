@@ -408,3 +408,16 @@ def test_sum3_benchmark_quick(tmp_path):
     assert res["speedup_train_vs_keras_tf"] == pytest.approx(
         res["keras_tf"]["fit"]["median"] / res["rnn_jax"]["train"]["median"])
     assert "training speed-up vs Keras-TF fit" in proc.stdout
+
+
+@pytest.mark.parametrize("verbose,lines", [("2", 3), ("0", 0)])
+def test_verbose_flag_gives_a_line_per_epoch_or_none(verbose, lines, tmp_path, capsys):
+    # --verbose=2: one line per epoch (the default, 1, is a progress bar); 0:
+    # none. It does not change the run: a rerun with another value resumes.
+    args = ["--flagfile=experiments/flags/sum3.flags", "--num_seeds=1", "--epochs=3"]
+    train_in_process(sum3, *args, f"--verbose={verbose}", workdir=tmp_path)
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^Epoch \d/3 - ", out, re.M)) == lines
+    other = "0" if verbose == "2" else "2"
+    train_in_process(sum3, *args, f"--verbose={other}", workdir=tmp_path)
+    assert "already complete" in capsys.readouterr().out
