@@ -142,18 +142,17 @@ def first_input(args):
     return args[0] if args else None
 
 
-def mask_argument(layer, call, args, kwargs, masks):
-    """The `mask=` a call gets from its inputs' masks (`masks`: tensor -> mask or
-    None, a dict keyed by the KerasTensor objects), or None: a layer whose
-    call takes `mask`, not given one explicitly, gets its first input's
-    mask (a list of masks for a merge's list of inputs)."""
+def mask_argument(call, kwargs, first_masks):
+    """Keras' rule for the `mask=` a layer call gets, the one rule of recording
+    and of replaying a graph: a layer whose call takes `mask`, not given one
+    explicitly, gets its first input's mask, or for a merge's list of inputs
+    the list of their masks (None when none has one). `first_masks` is the
+    call's first argument with each tensor replaced by its mask (or None)."""
     if "mask" in kwargs or not accepts(call, "mask"):
         return None
-    first = first_input(args)
-    if isinstance(first, (list, tuple)):
-        found = [masks.get(id(t)) if is_symbolic(t) else None for t in first]
-        return None if all(m is None for m in found) else found
-    return masks.get(id(first)) if is_symbolic(first) else None
+    if isinstance(first_masks, (list, tuple)):
+        return None if all(m is None for m in first_masks) else list(first_masks)
+    return first_masks
 
 
 def output_mask(layer, inputs, mask):
@@ -225,9 +224,11 @@ def _record_call(layer, call, args, kwargs):
             shape = _probe_shape(first.shape, _PROBES[0])
         layer.maybe_build(shape)
 
-    masked = {id(t): t.has_mask for t in tensors}
-    wants_mask = mask_argument(layer, call, args, kwargs,
-                               {k: (True if v else None) for k, v in masked.items()})
+    def mask_flag(t):  # stands for the mask a tensor will carry
+        return True if is_symbolic(t) and t.has_mask else None
+
+    wants_mask = mask_argument(call, kwargs, [mask_flag(t) for t in first]
+                               if isinstance(first, (list, tuple)) else mask_flag(first))
     graphdef, state = nnx.split(layer)
     results, has_mask = [], []
     for probe in _PROBES:
@@ -548,11 +549,9 @@ def run_graph(layers, graph: Graph, inputs, *, mask=None, training: bool = False
         args = thaw(node.args, values)
         kwargs = dict(thaw(node.kwargs, values))
         call = type(layer).__call__
-        first = node.args[1][0] if node.args and node.args[1] else None
-        if "mask" not in kwargs and accepts(call, "mask"):
-            m = _input_mask(first, masks)
-            if m is not None:
-                kwargs["mask"] = m
+        m = mask_argument(call, kwargs, first_input(thaw(node.args, masks)))
+        if m is not None:
+            kwargs["mask"] = m
         if accepts(call, "training"):
             kwargs["training"] = training
         if key is not None and accepts(call, "key"):
@@ -566,12 +565,3 @@ def run_graph(layers, graph: Graph, inputs, *, mask=None, training: bool = False
     outs = [values[i] for i in graph.outputs]
     return outs if graph.outputs_list else outs[0]
 
-
-def _input_mask(first, masks):
-    """The mask of a node's first argument (a `Ref`, or a frozen list of them)."""
-    if isinstance(first, Ref):
-        return masks.get(first.i)
-    if isinstance(first, tuple) and len(first) == 2 and first[0] in ("list", "tuple"):
-        found = [masks.get(r.i) if isinstance(r, Ref) else None for r in first[1]]
-        return None if all(m is None for m in found) else found
-    return None

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from rnn_jax import training
 from rnn_jax.base import Layer
 
 
@@ -40,25 +41,6 @@ class History:
 
     def __repr__(self) -> str:
         return f"<History {sorted(self.history)} over {len(self.epoch)} epochs>"
-
-
-def _as_inputs(x):
-    """A model's inputs as arrays: one array, or a list / dict of them."""
-    if isinstance(x, dict):
-        return {k: np.asarray(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(v) for v in x]
-    return np.asarray(x)
-
-
-def _num_samples(x) -> int:
-    leaves = jax.tree.leaves(x)
-    if not leaves:
-        raise ValueError("no input arrays given")
-    n = {np.shape(a)[0] for a in leaves}
-    if len(n) > 1:
-        raise ValueError(f"the input arrays have different numbers of samples: {sorted(n)}")
-    return n.pop()
 
 
 def _build_for(model, x) -> None:
@@ -150,8 +132,6 @@ class Trainer:
         shuffles and dropout; `num_seeds` trains that many models at once (see
         the module docstring). Returns a `History`.
         """
-        from rnn_jax import training
-
         unknown = {k: v for k, v in unsupported.items() if v is not None}
         if unknown:
             raise ValueError(f"fit: unsupported argument(s) {', '.join(sorted(unknown))}")
@@ -163,7 +143,7 @@ class Trainer:
                              f"{initial_epoch!r}")
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
-        x = _as_inputs(x)
+        x = training.as_inputs(x)
         _build_for(self, x)
         model = self if num_seeds == 1 else self.fresh_model
         result = training.fit(
@@ -197,13 +177,12 @@ class Trainer:
                  **unsupported):
         """Keras' `evaluate`: the loss (and metrics) on `(x, y)`; a float, a list
         `[loss, *metrics]`, or with `return_dict` a dict."""
-        from rnn_jax import training
 
         unknown = {k: v for k, v in unsupported.items() if v is not None}
         if unknown:
             raise ValueError(f"evaluate: unsupported argument(s) {', '.join(sorted(unknown))}")
         _, loss, metrics, from_logits = self._compiled()
-        x = _as_inputs(x)
+        x = training.as_inputs(x)
         _build_for(self, x)
         logs = training.evaluate(self, x, np.asarray(y), loss=loss,
                                  metrics=metrics, from_logits=from_logits,
@@ -220,9 +199,9 @@ class Trainer:
         """Keras' `predict`: the model's outputs on `x`, computed `batch_size`
         (default 32) samples at a time by one compiled program (the last
         batch padded), as NumPy arrays (a list for several outputs)."""
-        x = _as_inputs(x)
+        x = training.as_inputs(x)
         _build_for(self, x)
-        n = _num_samples(x)
+        n = training.num_samples(x)
         bs = 32 if batch_size is None else int(batch_size)
         if bs <= 0:
             raise ValueError(f"predict: batch_size must be positive, got {batch_size}")
@@ -231,7 +210,7 @@ class Trainer:
         outs = []
         for start in range(0, n, bs):
             xb = jax.tree.map(lambda a: a[start:start + bs], x)
-            short = bs - _num_samples(xb)
+            short = bs - training.num_samples(xb)
             if short:  # pad the last batch: the program compiled for bs is reused
                 xb = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], short, 0)]), xb)
             y = run(state, xb)
@@ -240,7 +219,7 @@ class Trainer:
 
     def predict_on_batch(self, x):
         """The model's outputs on one batch, as NumPy arrays."""
-        return jax.tree.map(np.asarray, self(_as_inputs(x)))
+        return jax.tree.map(np.asarray, self(training.as_inputs(x)))
 
     # -- weights on disk --------------------------------------------------------------
 
