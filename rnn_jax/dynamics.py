@@ -261,10 +261,22 @@ def _search_members(graphdef, cell_states, h0, u, search, one_at_a_time):
     return jax.lax.map(lambda args: _cell_search(graphdef, *args, search), (cell_states, h0, u))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _cell_jacobians(graphdef, cell_state, h, u):
+def _jacobians_of(graphdef, cell_state, h, u):
     cell = nnx.merge(graphdef, cell_state)
     return _jacobians(step_map(cell), cell.params(), h, u)
+
+
+_cell_jacobians = jax.jit(_jacobians_of, static_argnames=("graphdef",))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _members_jacobians(graphdef, cell_states, h, u):
+    return jax.vmap(lambda st, a, b: _jacobians_of(graphdef, st, a, b))(cell_states, h, u)
+
+
+def _stacked_states(cells):
+    """The cells' NNX states stacked on a leading member axis."""
+    return jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(c) for c in cells])
 
 
 def _search_options(options) -> tuple:
@@ -404,10 +416,8 @@ def linearize(model_or_layer, state, inputs, *, layer=None):
         u = np.asarray(inputs, np.float32)
         u = np.broadcast_to(_as_rows(u, h.shape[1], cells[0].input_dim, "inputs"),
                             (M, h.shape[1], cells[0].input_dim)) if u.ndim < 3 else u
-        params = jax.tree.map(lambda *a: jnp.stack(a), *[c.params() for c in cells])
-        F = step_map(cells[0])
-        jh, ju = jax.jit(jax.vmap(lambda p, a, b: _jacobians(F, p, a, b)))(
-            params, jnp.asarray(h), jnp.asarray(u))
+        jh, ju = _members_jacobians(nnx.graphdef(cells[0]), _stacked_states(cells),
+                                    jnp.asarray(h), jnp.asarray(u))
         return np.asarray(jh), np.asarray(ju)
     cell = recurrent_cell(model_or_layer, layer)
     h = np.asarray(state, np.float32)
@@ -482,8 +492,7 @@ def _population(result, inputs, initial_states, layer, options) -> PopulationFix
         raise ValueError(f"find_fixed_points: inputs must be ({cell0.input_dim},), "
                          f"({N}, {cell0.input_dim}) or ({M}, {N}, {cell0.input_dim}), got "
                          f"{np.shape(inputs)}")
-    graphdef = nnx.graphdef(cell0)
-    states = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(c) for c in cells])
+    graphdef, states = nnx.graphdef(cell0), _stacked_states(cells)
     h, q, iters = (np.asarray(a) for a in _search_members(
         graphdef, states, jnp.asarray(h0), jnp.asarray(u), _search_options(options),
         one_at_a_time=jax.default_backend() == "cpu"))
