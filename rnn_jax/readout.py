@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax.base import Layer, snake_case
+from rnn_jax.base import Layer
 from rnn_jax.cells import LSTMState, SimpleRNNCell
 from rnn_jax.core import Embedding
 from rnn_jax.models import Sequential, apply_layer, inferred_input_shape
@@ -29,23 +29,6 @@ from rnn_jax.recurrent import RNN, Bidirectional
 from rnn_jax.scan import scan_cell
 
 # -- names and the summary table ------------------------------------------------------
-
-
-def layer_names(layers) -> list[str]:
-    """Keras-style names: a layer's own `name` (a layer made without one is
-    named as Keras names it, `rnn_jax.base.unique_name`), else the snake_case
-    class name with `_1`, `_2`, ... appended when the class repeats."""
-    seen: dict[str, int] = {}
-    names = []
-    for layer in layers:
-        if getattr(layer, "name", None):
-            names.append(layer.name)
-            continue
-        base = snake_case(type(layer).__name__)
-        k = seen.get(base, 0)
-        seen[base] = k + 1
-        names.append(base if k == 0 else f"{base}_{k}")
-    return names
 
 
 def _layers_of(model, what: str) -> list[Layer]:
@@ -84,7 +67,8 @@ def summary_rows(model, input_shape=None) -> list[dict]:
     else:
         shape = inferred_input_shape(layers)
     rows = []
-    for name, layer in zip(layer_names(layers), layers):
+    for layer in layers:
+        name = layer.name
         shape = tuple(layer.compute_output_shape(shape))
         rows.append({"name": name, "type": type(layer).__name__, "output_shape": shape,
                      "params": int(layer.count_params())})
@@ -113,7 +97,7 @@ def summary(model, input_shape=None) -> str:
     fmt = "{:<%d}  {:<%d}  {}" % (widths[0], widths[1])
     rule = "=" * (widths[0] + widths[1] + widths[2] + 4)
     total = sum(r["params"] for r in rows)
-    title = getattr(model, "name", None) or snake_case(type(model).__name__)
+    title = model.name
     lines = [f'Model: "{title}"', fmt.format(*table[0]), rule]
     lines += [fmt.format(*line) for line in table[1:]]
     lines += [rule, f"Total params: {total}", f"Trainable params: {total}",
@@ -282,7 +266,8 @@ def trace_states(model, x, mask=None) -> list[LayerTrace]:
     if not any(isinstance(layer, (RNN, Bidirectional)) for layer in layers):
         raise ValueError("trace_states: the model has no recurrent layer to trace")
     traces = []
-    for i, (name, layer) in enumerate(zip(layer_names(layers), layers)):
+    for i, layer in enumerate(layers):
+        name = layer.name
         if isinstance(layer, (RNN, Bidirectional)):
             traces += _trace_layer(layer, x, mask, name, i)
             if getattr(layer, "stateful", False):

@@ -22,6 +22,7 @@ from flax import nnx
 
 import rnn_jax as R
 from rnn_jax import plots, readout
+from rnn_jax.base import snake_case
 from conftest import ROOT
 
 try:  # tests/reference.py: tests/ is on sys.path under pytest's default import mode
@@ -97,7 +98,7 @@ def test_summary_default_names_follow_keras(keras):
                               (keras.layers.Embedding(3, 2), R.Embedding),
                               (keras.layers.Bidirectional(keras.layers.LSTM(2)), R.Bidirectional),
                               (keras.layers.RNN(keras.layers.SimpleRNNCell(2)), R.RNN)]:
-        assert readout.snake_case(ours.__name__) == re.sub(r"_\d+$", "", keras_layer.name)
+        assert snake_case(ours.__name__) == re.sub(r"_\d+$", "", keras_layer.name)
     R.utils.clear_session()  # names count from here, as after Keras' clear_session
     model = R.Sequential([R.SimpleRNN(3, return_sequences=True, rngs=nnx.Rngs(0), **FAST),
                           R.SimpleRNN(2, rngs=nnx.Rngs(1), **FAST),
