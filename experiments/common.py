@@ -172,6 +172,17 @@ def define_sequence_model_flags(flag_values: flags.FlagValues = FLAGS, steps: in
     flags.DEFINE_integer("steps", steps, "time steps per sequence", lower_bound=2, **fv)
 
 
+def define_sequence_task_flags(flag_values: flags.FlagValues = FLAGS, steps: int = 64):
+    """Every flag of an experiment that trains a sequence task's model and reads
+    its fixed points (flipflop, integrator): the run, training, data, model
+    and fixed-point flags."""
+    define_run_flags(flag_values)
+    define_training_flags(flag_values)
+    define_generated_data_flags(flag_values)
+    define_fixed_point_flags(flag_values)
+    define_sequence_model_flags(flag_values, steps=steps)
+
+
 def sequence_model_fn(cell: str, units: int, steps: int, features: int, outputs: int):
     """`rngs -> Sequential`: a recurrent layer returning sequences, then a
     `Dense(outputs)` read-out at every step, for `(steps, features)` inputs."""

@@ -38,11 +38,7 @@ DEFAULTS = dict(learning_rate=1e-2, batch_size=64, epochs=20, validation_split=0
 
 def define_flags(flag_values: flags.FlagValues = FLAGS):
     """flipflop's flags, and the common ones, in `flag_values`."""
-    common.define_run_flags(flag_values)
-    common.define_training_flags(flag_values)
-    common.define_generated_data_flags(flag_values)
-    common.define_fixed_point_flags(flag_values)
-    common.define_sequence_model_flags(flag_values, steps=64)
+    common.define_sequence_task_flags(flag_values, steps=64)
     fv = dict(flag_values=flag_values)
     flags.DEFINE_integer("bits", 3, "input and output channels (memories: 2^bits)",
                          lower_bound=1, upper_bound=8, **fv)

@@ -36,11 +36,7 @@ DEFAULTS = dict(learning_rate=1e-2, batch_size=64, epochs=20, validation_split=0
 
 def define_flags(flag_values: flags.FlagValues = FLAGS):
     """integrator's flags, and the common ones, in `flag_values`."""
-    common.define_run_flags(flag_values)
-    common.define_training_flags(flag_values)
-    common.define_generated_data_flags(flag_values)
-    common.define_fixed_point_flags(flag_values)
-    common.define_sequence_model_flags(flag_values, steps=50)
+    common.define_sequence_task_flags(flag_values, steps=50)
     flags.DEFINE_float("noise_std", 0.1, "standard deviation of the input noise",
                        lower_bound=0.0, flag_values=flag_values)
 
